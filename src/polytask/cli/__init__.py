@@ -1,0 +1,1 @@
+"""The ``polytask`` command line."""

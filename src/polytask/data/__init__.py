@@ -1,0 +1,1 @@
+"""Data: bundled datasets, loading and tokenising, batching, task samplers."""

@@ -1,0 +1,138 @@
+"""Length-bucketed batches per task, dynamic padding, and the multi-task batch.
+
+A :class:`TaskStream` yields a task's training batches forever: each epoch is a seeded
+permutation cut into chunks of ``bucket_batches`` batches; inside a chunk examples are
+sorted by length, so a batch holds similar lengths and pads little; batch order is then
+shuffled. Its whole state is ``(epoch, cursor)``: the permutation of an epoch is a pure
+function of (seed, task, epoch), so resuming needs no generator state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import torch
+
+from polytask.tasks import TaskSpec, task_type
+
+
+@dataclass
+class Segment:
+    """Rows ``start:stop`` of a multi-task batch belong to ``task``."""
+
+    task: str
+    start: int
+    stop: int
+
+
+@dataclass
+class Batch:
+    """One padded batch of one or more tasks' micro-batches, concatenated row-wise."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor | None
+    segments: list[Segment]
+    labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> Batch:
+        self.input_ids = self.input_ids.to(device)
+        self.attention_mask = self.attention_mask.to(device)
+        if self.token_type_ids is not None:
+            self.token_type_ids = self.token_type_ids.to(device)
+        self.labels = {k: v.to(device) for k, v in self.labels.items()}
+        return self
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def bucketed_batches(
+    lengths: Sequence[int], batch_size: int, bucket_batches: int, generator: torch.Generator
+) -> list[list[int]]:
+    """One epoch of batches: shuffled, bucketed by length inside chunks, batch order shuffled."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    chunk = batch_size * bucket_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in perm]
+
+
+class TaskStream:
+    """Endless length-bucketed training batches of one task, resumable from ``(epoch, cursor)``."""
+
+    def __init__(
+        self, dataset: datasets.Dataset, batch_size: int, bucket_batches: int, seed: int
+    ) -> None:
+        self.dataset = dataset
+        self.lengths: list[int] = list(dataset["length"])
+        self.batch_size, self.bucket_batches, self.seed = batch_size, bucket_batches, seed
+        self.epoch, self.cursor = 0, 0
+        self._batches = self._plan(0)
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return bucketed_batches(self.lengths, self.batch_size, self.bucket_batches, gen)
+
+    def next_indices(self) -> list[int]:
+        if self.cursor >= len(self._batches):
+            self.epoch, self.cursor = self.epoch + 1, 0
+            self._batches = self._plan(self.epoch)
+        indices = self._batches[self.cursor]
+        self.cursor += 1
+        return indices
+
+    def next_rows(self) -> dict[str, list[Any]]:
+        rows: dict[str, list[Any]] = self.dataset[self.next_indices()]
+        return rows
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+        self._batches = self._plan(self.epoch)
+
+
+def eval_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Evaluation order: sorted by length (least padding), every example exactly once."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def collate(parts: list[tuple[TaskSpec, dict[str, list[Any]]]], pad_id: int) -> Batch:
+    """Pad and concatenate the micro-batches of several tasks into one :class:`Batch`."""
+    all_ids = [ids for _, rows in parts for ids in rows["input_ids"]]
+    width = max(len(ids) for ids in all_ids)
+    input_ids = torch.full((len(all_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(all_ids), width), dtype=torch.long)
+    has_types = "token_type_ids" in parts[0][1]
+    types = torch.zeros((len(all_ids), width), dtype=torch.long) if has_types else None
+    segments: list[Segment] = []
+    labels: dict[str, torch.Tensor] = {}
+    extras: dict[str, dict[str, list[Any]]] = {}
+    row = 0
+    for spec, rows in parts:
+        start = row
+        for i, ids in enumerate(rows["input_ids"]):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+            if types is not None:
+                types[row, : len(ids)] = torch.tensor(rows["token_type_ids"][i])
+            row += 1
+        segments.append(Segment(spec.name, start, row))
+        if "target" in rows:
+            labels[spec.name] = task_type(spec.type).collate(spec, rows["target"])
+        extras[spec.name] = {
+            k: rows[k] for k in ("word_starts", "n_words", "word_labels") if k in rows
+        }
+    return Batch(input_ids, mask, types, segments, labels, extras)

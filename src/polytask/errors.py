@@ -1,0 +1,22 @@
+"""User-facing errors: one clear line naming what is wrong and where."""
+
+from __future__ import annotations
+
+
+class PolytaskError(Exception):
+    """An error caused by the user's input (config, data, arguments, run directory).
+
+    The CLI prints ``str(error)`` on one line and exits with code 2, without a traceback.
+    """
+
+
+class ConfigError(PolytaskError):
+    """The configuration is invalid (unknown key, wrong type, failed cross-field check)."""
+
+
+class DataError(PolytaskError):
+    """A data file is missing or malformed (names the file, row and column)."""
+
+
+class RunDirError(PolytaskError):
+    """A run directory is missing, incomplete or corrupt."""

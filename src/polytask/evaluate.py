@@ -1,0 +1,77 @@
+"""Evaluation: every example of a split once, batched by length, metrics per task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from polytask.data.batching import collate, eval_batches
+from polytask.models import MultiTaskModel
+from polytask.tasks import TaskSpec, task_type
+from polytask.tasks.classification import majority_accuracy
+from polytask.tasks.tagging import Tagging
+
+
+@torch.inference_mode()
+def predict_split(
+    model: MultiTaskModel,
+    spec: TaskSpec,
+    dataset: datasets.Dataset,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+) -> tuple[list[Any], list[Any], float]:
+    """Predictions and references (in dataset order) and the mean loss of one task's split."""
+    ttype = task_type(spec.type)
+    n = len(dataset)
+    preds: list[Any] = [None] * n
+    refs: list[Any] = [None] * n
+    loss_sum, loss_rows = 0.0, 0
+    for indices in eval_batches(list(dataset["length"]), batch_size):
+        rows = dataset[indices]
+        batch = collate([(spec, rows)], pad_id).to(device)
+        logits = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.segments)[
+            spec.name
+        ]
+        labels = batch.labels[spec.name]
+        units = ttype.loss_units(spec, labels)
+        loss_sum += float(ttype.loss(spec, logits, labels)) * units
+        loss_rows += units
+        if isinstance(ttype, Tagging):
+            extra = batch.extras[spec.name]
+            batch_preds = ttype.word_predictions(logits, extra["word_starts"], extra["n_words"])
+            batch_refs = extra["word_labels"]
+        else:
+            batch_preds = ttype.predict_indices(spec, logits)  # type: ignore[attr-defined]
+            batch_refs = rows["target"]
+        for i, p, r in zip(indices, batch_preds, batch_refs, strict=True):
+            preds[i], refs[i] = p, r
+    return preds, refs, loss_sum / max(1, loss_rows)
+
+
+def evaluate(
+    model: MultiTaskModel,
+    splits: dict[str, datasets.Dataset],
+    specs: dict[str, TaskSpec],
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    with_majority: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Metrics (and loss) of every task on its given split; restores the model's mode after."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    for name, dataset in splits.items():
+        spec = specs[name]
+        preds, refs, loss = predict_split(model, spec, dataset, batch_size, pad_id, device)
+        metrics = task_type(spec.type).metrics(spec, preds, refs)
+        metrics["loss"] = loss
+        if with_majority and spec.type == "classification" and not spec.multi_label:
+            metrics["majority_accuracy"] = majority_accuracy(refs)
+        out[name] = {k: float(np.round(v, 6)) for k, v in metrics.items()}
+    model.train(was_training)
+    return out

@@ -1,0 +1,46 @@
+"""What every architecture provides, and the registry they join."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from polytask.data.batching import Segment
+from polytask.registry import Registry
+from polytask.tasks import TaskSpec
+
+
+class MultiTaskModel(nn.Module):
+    """Base class: maps a concatenated multi-task batch to each task's head output.
+
+    ``forward`` returns ``{task: logits}`` for the tasks present in ``segments``: ``[n, C]``
+    for sequence-level tasks, ``[n, L, C]`` for token-level ones (rows of that segment).
+    """
+
+    specs: dict[str, TaskSpec]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        segments: list[Segment],
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def shared_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Parameters every task's loss can reach (the shared encoder)."""
+        raise NotImplementedError
+
+    def task_parameters(self, task: str) -> list[tuple[str, nn.Parameter]]:
+        """Parameters only ``task``'s loss reaches (its head)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Plain arguments that rebuild this architecture (saved in ``polytask.json``)."""
+        raise NotImplementedError
+
+
+ARCHITECTURES: Registry[type[MultiTaskModel]] = Registry("architecture")

@@ -1,0 +1,107 @@
+"""What every task type provides: label encoding, loss, metrics and decoding.
+
+A task type is stateless; everything learned from data (the label set, the regression
+target's mean and standard deviation) lives in a :class:`TaskSpec`, which is saved with
+the model so that serving rebuilds the same heads and decodes the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+
+from polytask.registry import Registry
+
+IGNORE_INDEX = -100
+Where = Callable[[int], str]  # row index -> "file, row N, column 'c'" for error messages
+
+if TYPE_CHECKING:
+    from polytask.config import TaskConfig
+
+
+@dataclass
+class TaskSpec:
+    """A task as the model sees it: its type and what was learned from its training data."""
+
+    name: str
+    type: str
+    labels: list[str] = field(default_factory=list)
+    multi_label: bool = False
+    label_separator: str = "|"
+    pair: bool = False
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    auxiliary: bool = False
+    critical: bool = True
+    weight: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
+        return cls(**data)
+
+
+class TaskType:
+    """Base class of a task type; subclasses register themselves in :data:`TASK_TYPES`."""
+
+    level: ClassVar[Literal["sequence", "token"]] = "sequence"
+    primary_metric: ClassVar[str] = "accuracy"
+
+    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+        """Build the task's spec from its config and the raw training labels."""
+        raise NotImplementedError
+
+    def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
+        """Validate and encode one raw label; ``None`` means unlabelled (masked out)."""
+        raise NotImplementedError
+
+    def num_outputs(self, spec: TaskSpec) -> int:
+        raise NotImplementedError
+
+    def collate(self, spec: TaskSpec, labels: list[Any]) -> torch.Tensor:
+        """Stack encoded labels of one micro-batch into a tensor (token labels come aligned)."""
+        raise NotImplementedError
+
+    def loss(self, spec: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean loss over labelled examples; 0 (with a graph) when none is labelled."""
+        raise NotImplementedError
+
+    def loss_units(self, spec: TaskSpec, labels: torch.Tensor) -> int:
+        """How many labelled units :meth:`loss` averages over (rows; tokens for tagging)."""
+        if labels.dtype.is_floating_point:
+            flat = labels.reshape(len(labels), -1)[:, 0]
+            return int((~torch.isnan(flat) & (flat != IGNORE_INDEX)).sum())
+        return int((labels.reshape(len(labels), -1)[:, 0] != IGNORE_INDEX).sum())
+
+    def metrics(
+        self, spec: TaskSpec, predictions: list[Any], references: list[Any]
+    ) -> dict[str, float]:
+        raise NotImplementedError
+
+    def decode(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
+        """Per-example predictions in the task's own terms (label names, values in units)."""
+        raise NotImplementedError
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric not in {"rmse", "mae", "loss"}
+
+
+TASK_TYPES: Registry[type[TaskType]] = Registry("task type")
+_INSTANCES: dict[str, TaskType] = {}
+
+
+def task_type(name: str) -> TaskType:
+    """The (stateless, shared) instance of a registered task type."""
+    if name not in _INSTANCES:
+        _INSTANCES[name] = TASK_TYPES.get(name)()
+    return _INSTANCES[name]
+
+
+def is_missing(value: Any) -> bool:
+    """A label cell that carries no label (partial labels): None or an empty string."""
+    return value is None or (isinstance(value, str) and value.strip() == "")

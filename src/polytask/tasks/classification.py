@@ -1,0 +1,166 @@
+"""Single- and multi-label text classification (sentence pairs supported)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from polytask.errors import DataError
+from polytask.tasks.base import IGNORE_INDEX, TASK_TYPES, TaskSpec, TaskType, Where, is_missing
+
+if TYPE_CHECKING:
+    from polytask.config import TaskConfig
+
+
+def _split(value: Any, separator: str) -> list[str]:
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [part.strip() for part in str(value).split(separator) if part.strip()]
+
+
+@TASK_TYPES.register("classification")
+class Classification(TaskType):
+    """Cross-entropy (single-label) or binary cross-entropy per label (multi-label).
+
+    Metrics: accuracy and macro-F1 (single-label); subset accuracy, micro- and macro-F1
+    (multi-label, threshold 0.5).
+    """
+
+    primary_metric: ClassVar[str] = "accuracy"
+
+    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+        if config.labels is not None:
+            labels = list(config.labels)
+        else:
+            seen: set[str] = set()
+            for value in train_values:
+                if is_missing(value):
+                    continue
+                multi = config.multi_label
+                parts = _split(value, config.label_separator) if multi else [str(value)]
+                seen.update(parts)
+            labels = sorted(seen)
+        if len(labels) < 2 and not config.multi_label:
+            raise DataError(f"{where(-1)}: classification needs at least 2 labels, found {labels}")
+        return TaskSpec(
+            name=config.name,
+            type="classification",
+            labels=labels,
+            multi_label=config.multi_label,
+            label_separator=config.label_separator,
+            pair=config.columns.text_pair is not None,
+            auxiliary=config.auxiliary,
+            critical=config.critical,
+            weight=config.weight,
+        )
+
+    def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
+        if is_missing(value):
+            return None
+        index = {label: i for i, label in enumerate(spec.labels)}
+        parts = _split(value, spec.label_separator) if spec.multi_label else [str(value)]
+        for part in parts:
+            if part not in index:
+                raise DataError(
+                    f"{where(row)}: label '{part}' is not in the label set {spec.labels}"
+                )
+        if spec.multi_label:
+            return [index[p] for p in parts]
+        return index[parts[0]]
+
+    def num_outputs(self, spec: TaskSpec) -> int:
+        return len(spec.labels)
+
+    def collate(self, spec: TaskSpec, labels: list[Any]) -> torch.Tensor:
+        if not spec.multi_label:
+            return torch.tensor([IGNORE_INDEX if y is None else y for y in labels])
+        target = torch.zeros(len(labels), len(spec.labels))
+        for row, y in enumerate(labels):
+            if y is None:
+                target[row] = float(IGNORE_INDEX)
+            else:
+                target[row, y] = 1.0
+        return target
+
+    def loss(self, spec: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not spec.multi_label:
+            labels = labels.to(logits.device)
+            total = F.cross_entropy(
+                logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum"
+            )
+            return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
+        labels = labels.to(logits.device)
+        mask = (labels[:, 0] != IGNORE_INDEX).float()
+        per_row = F.binary_cross_entropy_with_logits(
+            logits.float(), labels.clamp(min=0), reduction="none"
+        ).mean(dim=1)
+        return (per_row * mask).sum() / mask.sum().clamp(min=1)
+
+    def predict_indices(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
+        if spec.multi_label:
+            hits = (torch.sigmoid(logits.float()) >= 0.5).cpu().numpy()
+            return [np.flatnonzero(row).tolist() for row in hits]
+        return logits.argmax(dim=-1).cpu().tolist()
+
+    def metrics(
+        self, spec: TaskSpec, predictions: list[Any], references: list[Any]
+    ) -> dict[str, float]:
+        from sklearn.metrics import accuracy_score, f1_score  # lazy: 1 s of import for the CLI
+
+        pairs = [(p, r) for p, r in zip(predictions, references, strict=True) if r is not None]
+        if not pairs:
+            return {}
+        preds, refs = [p for p, _ in pairs], [r for _, r in pairs]
+        if spec.multi_label:
+            n = len(spec.labels)
+            pm = np.zeros((len(preds), n), dtype=int)
+            rm = np.zeros((len(refs), n), dtype=int)
+            for i, (p, r) in enumerate(pairs):
+                pm[i, p] = 1
+                rm[i, r] = 1
+            return {
+                "accuracy": float(accuracy_score(rm, pm)),
+                "micro_f1": float(f1_score(rm, pm, average="micro", zero_division=0)),
+                "macro_f1": float(f1_score(rm, pm, average="macro", zero_division=0)),
+            }
+        return {
+            "accuracy": float(accuracy_score(refs, preds)),
+            "macro_f1": float(
+                f1_score(
+                    refs,
+                    preds,
+                    average="macro",
+                    labels=list(range(len(spec.labels))),
+                    zero_division=0,
+                )
+            ),
+        }
+
+    def decode(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
+        probs = (
+            torch.sigmoid(logits.float())
+            if spec.multi_label
+            else torch.softmax(logits.float(), dim=-1)
+        ).cpu()
+        out = []
+        for row, idx in zip(probs.tolist(), self.predict_indices(spec, logits), strict=True):
+            scores = {label: round(p, 6) for label, p in zip(spec.labels, row, strict=True)}
+            if spec.multi_label:
+                out.append({"labels": [spec.labels[i] for i in idx], "scores": scores})
+            else:
+                out.append({"label": spec.labels[idx], "scores": scores})
+        return out
+
+
+def majority_accuracy(references: list[Any]) -> float:
+    """Accuracy of always predicting the most frequent reference label."""
+    labelled = [r for r in references if r is not None]
+    if not labelled:
+        return 0.0
+    values, counts = np.unique(np.asarray(labelled), return_counts=True)
+    del values
+    return float(counts.max() / len(labelled))

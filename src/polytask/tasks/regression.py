@@ -1,0 +1,98 @@
+"""Regression: MSE on standardised targets, predictions and metrics in original units."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from polytask.errors import DataError
+from polytask.tasks.base import TASK_TYPES, TaskSpec, TaskType, Where, is_missing
+
+if TYPE_CHECKING:
+    from polytask.config import TaskConfig
+
+
+def _to_float(value: Any, row: int, where: Where) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where(row)}: regression target {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise DataError(f"{where(row)}: regression target is {value!r} (NaN/inf is not allowed)")
+    return number
+
+
+@TASK_TYPES.register("regression")
+class Regression(TaskType):
+    """Mean squared error on targets standardised with the training mean and std.
+
+    Metrics (original units): Pearson, Spearman, RMSE. Missing targets (empty cells) are
+    partial labels and are masked out; NaN or inf targets are errors.
+    """
+
+    primary_metric: ClassVar[str] = "pearson"
+
+    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+        values = np.asarray(
+            [_to_float(v, i, where) for i, v in enumerate(train_values) if not is_missing(v)]
+        )
+        if values.size == 0:
+            raise DataError(f"{where(-1)}: no labelled regression targets in the training split")
+        std = float(values.std())
+        return TaskSpec(
+            name=config.name,
+            type="regression",
+            pair=config.columns.text_pair is not None,
+            target_mean=float(values.mean()),
+            target_std=std if std > 1e-12 else 1.0,
+            auxiliary=config.auxiliary,
+            critical=config.critical,
+            weight=config.weight,
+        )
+
+    def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
+        if is_missing(value):
+            return None
+        return (_to_float(value, row, where) - spec.target_mean) / spec.target_std
+
+    def num_outputs(self, spec: TaskSpec) -> int:
+        return 1
+
+    def collate(self, spec: TaskSpec, labels: list[Any]) -> torch.Tensor:
+        return torch.tensor([math.nan if y is None else y for y in labels], dtype=torch.float32)
+
+    def loss(self, spec: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.to(logits.device)
+        mask = ~torch.isnan(labels)
+        err = (logits.float().squeeze(-1) - torch.nan_to_num(labels)) ** 2
+        return (err * mask).sum() / mask.sum().clamp(min=1)
+
+    def predict_indices(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
+        """Standardised predictions (the same scale as the encoded labels)."""
+        return logits.float().squeeze(-1).cpu().tolist()
+
+    def metrics(
+        self, spec: TaskSpec, predictions: list[Any], references: list[Any]
+    ) -> dict[str, float]:
+        from scipy.stats import pearsonr, spearmanr  # lazy: heavy import
+
+        pairs = [(p, r) for p, r in zip(predictions, references, strict=True) if r is not None]
+        if len(pairs) < 2:
+            return {}
+        scale = np.asarray([[spec.target_std]])
+        arr = np.asarray(pairs) * scale + spec.target_mean
+        preds, refs = arr[:, 0], arr[:, 1]
+        constant = preds.std() < 1e-12 or refs.std() < 1e-12
+        return {
+            "pearson": 0.0 if constant else float(pearsonr(preds, refs).statistic),
+            "spearman": 0.0 if constant else float(spearmanr(preds, refs).statistic),
+            "rmse": float(np.sqrt(np.mean((preds - refs) ** 2))),
+        }
+
+    def decode(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
+        values = logits.float().squeeze(-1).cpu() * spec.target_std + spec.target_mean
+        return [{"value": float(v)} for v in values.tolist()]

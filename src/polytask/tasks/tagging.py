@@ -1,0 +1,158 @@
+"""Token tagging (NER, POS): word-level tags aligned to each word's first word piece."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+
+from polytask.errors import DataError
+from polytask.tasks.base import IGNORE_INDEX, TASK_TYPES, TaskSpec, TaskType, Where, is_missing
+
+if TYPE_CHECKING:
+    from polytask.config import TaskConfig
+
+
+def _tags(value: Any, row: int, where: Where) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    raise DataError(f"{where(row)}: tags must be a list or a space-separated string, got {value!r}")
+
+
+@TASK_TYPES.register("tagging")
+class Tagging(TaskType):
+    """Cross-entropy on the first word piece of each word; other pieces are ignored.
+
+    Metrics: entity-level precision, recall and F1 (seqeval, CoNLL scheme) over words;
+    words cut off by ``max_length`` count as predicted ``O`` so truncation is never hidden.
+    """
+
+    level: ClassVar[Literal["sequence", "token"]] = "token"
+    primary_metric: ClassVar[str] = "f1"
+
+    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+        if config.labels is not None:
+            labels = list(config.labels)
+        else:
+            seen: set[str] = set()
+            for i, value in enumerate(train_values):
+                if not is_missing(value):
+                    seen.update(_tags(value, i, where))
+            # "O" first keeps the outside tag at index 0 for readability of saved configs
+            labels = sorted(seen, key=lambda t: (t != "O", t[2:], t))
+        if not labels:
+            raise DataError(f"{where(-1)}: no tags found in the training split")
+        return TaskSpec(
+            name=config.name,
+            type="tagging",
+            labels=labels,
+            auxiliary=config.auxiliary,
+            critical=config.critical,
+            weight=config.weight,
+        )
+
+    def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
+        if is_missing(value):
+            return None
+        index = {label: i for i, label in enumerate(spec.labels)}
+        tags = _tags(value, row, where)
+        for tag in tags:
+            if tag not in index:
+                raise DataError(f"{where(row)}: tag '{tag}' is not in the label set {spec.labels}")
+        return [index[t] for t in tags]
+
+    def num_outputs(self, spec: TaskSpec) -> int:
+        return len(spec.labels)
+
+    @staticmethod
+    def align(word_ids: list[int | None], word_labels: list[int] | None) -> list[int]:
+        """Token-level labels: each word's label on its first piece, IGNORE_INDEX elsewhere."""
+        out = []
+        previous = None
+        for wid in word_ids:
+            if wid is None or wid == previous or word_labels is None:
+                out.append(IGNORE_INDEX)
+            else:
+                out.append(word_labels[wid])
+            previous = wid
+        return out
+
+    @staticmethod
+    def word_starts(word_ids: list[int | None]) -> list[int]:
+        """Position of each word's first piece (words cut off by truncation are absent)."""
+        return [
+            p for p, w in enumerate(word_ids) if w is not None and (p == 0 or word_ids[p - 1] != w)
+        ]
+
+    def collate(self, spec: TaskSpec, labels: list[Any]) -> torch.Tensor:
+        width = max(len(y) for y in labels)
+        return torch.tensor([y + [IGNORE_INDEX] * (width - len(y)) for y in labels])
+
+    def loss(self, spec: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.to(logits.device)
+        width = min(logits.shape[1], labels.shape[1])
+        flat_logits = logits[:, :width].reshape(-1, logits.shape[-1]).float()
+        flat_labels = labels[:, :width].reshape(-1)
+        total = F.cross_entropy(
+            flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        return total / (flat_labels != IGNORE_INDEX).sum().clamp(min=1)
+
+    def loss_units(self, spec: TaskSpec, labels: torch.Tensor) -> int:
+        return int((labels != IGNORE_INDEX).sum())
+
+    def word_predictions(
+        self, logits: torch.Tensor, word_starts: list[list[int]], n_words: list[int]
+    ) -> list[list[int]]:
+        """Per example, the predicted tag index of every word (cut-off words: index of 'O' = 0)."""
+        best = logits.argmax(dim=-1).cpu().tolist()
+        out = []
+        for row, starts, n in zip(best, word_starts, n_words, strict=True):
+            tags = [row[pos] for pos in starts]
+            out.append(tags + [0] * (n - len(tags)))
+        return out
+
+    def metrics(
+        self, spec: TaskSpec, predictions: list[Any], references: list[Any]
+    ) -> dict[str, float]:
+        from seqeval.metrics import f1_score, precision_score, recall_score  # lazy: imports sklearn
+
+        pairs = [(p, r) for p, r in zip(predictions, references, strict=True) if r is not None]
+        if not pairs:
+            return {}
+        outside = spec.labels.index("O") if "O" in spec.labels else 0
+        names = spec.labels
+
+        def to_tags(seq: list[int]) -> list[str]:
+            return [names[i] if names[i] != names[outside] else "O" for i in seq]
+
+        preds = [to_tags(p) for p, _ in pairs]
+        refs = [to_tags(r) for _, r in pairs]
+        return {
+            "f1": float(f1_score(refs, preds, zero_division=0)),
+            "precision": float(precision_score(refs, preds, zero_division=0)),
+            "recall": float(recall_score(refs, preds, zero_division=0)),
+            "token_accuracy": sum(
+                int(a == b)
+                for p, r in zip(preds, refs, strict=True)
+                for a, b in zip(p, r, strict=True)
+            )
+            / max(1, sum(len(r) for r in refs)),
+        }
+
+    def decode_words(
+        self, spec: TaskSpec, words: list[str], tag_indices: list[int]
+    ) -> dict[str, Any]:
+        """Word-level tags plus entity spans (word offsets, end exclusive) for one example."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        tags = [spec.labels[i] for i in tag_indices]
+        entities = [
+            {"type": kind, "start": start, "end": end + 1, "text": " ".join(words[start : end + 1])}
+            for kind, start, end in get_entities(tags)
+        ]
+        return {"tags": tags, "entities": entities}

@@ -1,0 +1,164 @@
+"""Shared fixtures: a tiny random BERT encoder and small synthetic task files."""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WORDS = [
+    "good",
+    "great",
+    "bad",
+    "awful",
+    "movie",
+    "plot",
+    "film",
+    "the",
+    "a",
+    "is",
+    "was",
+    "paris",
+    "london",
+    "alice",
+    "bob",
+    "visited",
+    "likes",
+    "and",
+    "very",
+    "not",
+]
+POSITIVE, NEGATIVE = {"good", "great"}, {"bad", "awful"}
+NAMES = {"paris": "B-loc", "london": "B-loc", "alice": "B-per", "bob": "B-per"}
+
+
+def make_tiny_encoder(folder: Path) -> Path:
+    """A 2-layer, 32-wide random BERT with a small word-piece vocabulary."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *WORDS,
+        *string.ascii_lowercase,
+        *string.digits,
+        *string.punctuation,
+        *(f"##{c}" for c in string.ascii_lowercase),
+    ]
+    tokenizer = BertTokenizerFast(
+        vocab={tok: i for i, tok in enumerate(dict.fromkeys(vocab))}, do_lower_case=True
+    )
+    tokenizer.save_pretrained(str(folder))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def _sentence(rng: random.Random) -> list[str]:
+    return [rng.choice(WORDS) for _ in range(rng.randint(3, 9))]
+
+
+def sentiment_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        words = _sentence(rng)
+        pos = sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
+        rows.append(
+            {"text": " ".join(words), "label": "pos" if pos > 0 else "neg" if pos < 0 else "neu"}
+        )
+    return rows
+
+
+def tagging_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        {"tokens": (w := _sentence(rng)), "tags": [NAMES.get(x, "O") for x in w]} for _ in range(n)
+    ]
+
+
+def regression_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        {"text": " ".join(w := _sentence(rng)), "score": float(10 * w.count("very") + 3)}
+        for _ in range(n)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture()
+def task_files(tmp_path: Path) -> dict[str, dict[str, Path]]:
+    """Three small synthetic tasks (classification, tagging, regression) as JSONL splits."""
+    makers = {"sent": sentiment_rows, "tags": tagging_rows, "reg": regression_rows}
+    sizes = {"train": 96, "validation": 32, "test": 32}
+    return {
+        task: {
+            split: write_jsonl(
+                tmp_path / "data" / task / f"{split}.jsonl", make(n, hash((task, split)) % 1000)
+            )
+            for split, n in sizes.items()
+        }
+        for task, make in makers.items()
+    }
+
+
+def base_config(encoder: Path, files: dict[str, dict[str, Path]], **train: Any) -> dict[str, Any]:
+    """A plain-dict run config over the synthetic tasks, small enough for a unit test."""
+
+    def data(task: str) -> dict[str, str]:
+        return {s: str(p) for s, p in files[task].items()}
+
+    return {
+        "seed": 7,
+        "encoder": {"name": str(encoder), "max_length": 32},
+        "tasks": [
+            {"name": "sent", "type": "classification", "data": data("sent")},
+            {
+                "name": "tags",
+                "type": "tagging",
+                "data": data("tags"),
+                "columns": {"text": "tokens", "label": "tags"},
+            },
+            {
+                "name": "reg",
+                "type": "regression",
+                "data": data("reg"),
+                "columns": {"label": "score"},
+            },
+        ],
+        "sampler": {"name": "round_robin", "tasks_per_step": 1},
+        "train": {
+            "batch_size": 8,
+            "eval_batch_size": 16,
+            "max_steps": 12,
+            "eval_every": 6,
+            "lr": 1e-3,
+            "patience": None,
+            **train,
+        },
+    }
