@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/polytask train --output runs/demo
+	$(BIN)/polytask train --output runs/demo --overwrite
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,13 +1,74 @@
 """The only module that runs backward passes or writes ``.grad``.
 
 Loss weightings and gradient aggregators (pure maths) never call autograd themselves; the
-training loop hands the per-task losses here.
+training loop hands the per-task losses here. Two entry points:
+
+* :func:`weighted_backward`: one backward of ``Σ_t w_t L_t`` (loss-space methods).
+* :class:`PerTaskGradients`: per-task gradients ``g_t`` of the shared parameters, their
+  ``T × T`` Gramian (float64, accumulated parameter by parameter, never a ``[T, P]``
+  concatenation), ``c = combine(Gramian)`` from a gradient aggregator, then
+  ``.grad = Σ_t c_t g_t`` for shared parameters and ``∇(w_t L_t)`` for task ``t``'s head.
+
+Methods (``GradStats.method``), chosen per step from the batch layout:
+
+* ``"segments"`` — multi-input (each task owns rows of one concatenated batch): exact, one
+  forward and ONE backward, ≈ 1× an equal-weighted step. Needs a shared part that never
+  mixes rows (true of transformer encoders; see :mod:`polytask.autograd_hooks`).
+* ``"per-task"`` — exact, one ``torch.autograd.grad`` per task over the same graph (same
+  dropout masks): ≈ (1 + 2T)/3 × the step. Single-input batches (every task's loss reads
+  the same rows) with ``single_input="exact"``, and the fallback of ``"segments"`` when a
+  shared layer cannot be split (warned once per reason).
+* ``"representation"`` — single-input, MGDA-UB style (Sener & Koltun 2018, "Multi-Task
+  Learning as Multi-Objective Optimization"): ``c`` comes from the Gramian of the per-task
+  gradients w.r.t. the shared representation ``z`` (the encoder's output) instead of the
+  parameters; then ONE encoder backward of ``Σ_t c_t ∂(w_t L_t)/∂z``, which writes exactly
+  ``Σ_t c_t g_t``. Only ``c`` is approximate. ≈ 1.0–1.1×.
+
+``g_t`` is the gradient of the weighted loss ``w_t L_t``. ``.grad`` is accumulated as autograd
+does (added when it exists). Data parallel: with ``torch.distributed`` initialised (world
+size > 1) the per-task pieces (or, for ``"representation"``, the Gramian) are all-reduced
+before ``combine`` so every rank computes the same ``c``, and written gradients are averaged
+over ranks here — so run the forward on the unwrapped module (``accelerator.unwrap_model``),
+never through DDP's reducer hooks. Every rank must pass the same tasks in the same order.
+
+>>> engine = PerTaskGradients(model)                                      # doctest: +SKIP
+>>> with engine.capture(batch.segments):                                  # doctest: +SKIP
+...     losses = task_losses(model, batch, specs)
+>>> stats = engine.backward(losses, aggregator.weights)                   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
 import torch
-from accelerate import Accelerator
+from torch import Tensor, nn
+from torch.autograd.graph import get_gradient_edge
+
+from polytask.autograd_hooks import (
+    SUPPORTED,
+    Piece,
+    SegmentCapture,
+    all_reduce_grads,
+    all_reduce_pieces,
+    overlapping,
+    task_rows,
+    unsupported_modules,
+    use_counts,
+    world_size,
+)
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from polytask.data.batching import Segment
+    from polytask.models.base import MultiTaskModel
+
+Combine = Callable[[Tensor], Tensor]
 
 
 def weighted_backward(
@@ -17,3 +78,293 @@ def weighted_backward(
     total = torch.stack([losses[t] * weights[t] for t in losses]).sum()
     accelerator.backward(total)
     return total.detach()
+
+
+@dataclass
+class GradStats:
+    """What one per-task backward saw: for logging and diagnostics (CPU tensors)."""
+
+    tasks: list[str]
+    gramian: Tensor  # [T, T] float64: g_s · g_t
+    weights: Tensor  # [T] the coefficients c from ``combine``
+    norms: Tensor  # [T] ‖g_t‖
+    cosine: Tensor  # [T, T] cos(g_s, g_t); 0 where a gradient is zero
+    method: str  # "segments" | "per-task" | "representation"
+    # if asked for: parameter name -> [T, *shape]; "representation" -> [T, *z.shape]
+    task_grads: dict[str, Tensor] | None = None
+
+
+def gramian_to_cosine(gramian: Tensor) -> Tensor:
+    """Pairwise cosine similarities from a Gramian; 0 for pairs with a zero-norm gradient.
+
+    >>> gramian_to_cosine(torch.tensor([[4.0, -2.0], [-2.0, 1.0]]))
+    tensor([[ 1., -1.],
+            [-1.,  1.]])
+    """
+    norms = gramian.diagonal().clamp(min=0).sqrt()
+    outer = norms[:, None] * norms[None, :]
+    safe = torch.where(outer > 0, outer, torch.ones_like(outer))
+    return torch.where(outer > 0, gramian / safe, torch.zeros_like(gramian)).clamp(-1.0, 1.0)
+
+
+@dataclass
+class _Step:
+    method: str
+    segments: list[Segment]
+    capture: SegmentCapture | None = None
+    z: Tensor | None = None
+
+
+class PerTaskGradients:
+    """Per-task gradients of a multi-task model's shared parameters, combined by Gramian.
+
+    ``single_input`` picks the method for batches whose tasks share rows: ``"exact"``
+    (``"per-task"``) or ``"representation"``; ``representation`` is the module whose output
+    (or first output) is ``z`` — by default the outermost module owning exactly the shared
+    parameters (``HardSharing.encoder``). ``shared`` defaults to
+    ``model.shared_parameters()``. A shared layer other than ``nn.Linear``, ``nn.LayerNorm``
+    or ``nn.Embedding`` makes every multi-input step use exact per-task passes (warned once).
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        single_input: Literal["exact", "representation"] = "exact",
+        representation: nn.Module | None = None,
+        shared: Sequence[tuple[str, nn.Parameter]] | None = None,
+    ) -> None:
+        if single_input not in ("exact", "representation"):
+            raise ValueError(f"single_input must be 'exact' or 'representation': {single_input!r}")
+        self.model, self.single_input = model, single_input
+        named = model.shared_parameters() if shared is None else shared
+        self.shared = [(n, p) for n, p in named if p.requires_grad]
+        self._by_id = {id(p): p for _, p in self.shared}
+        self._warned: set[str] = set()
+        bad = unsupported_modules(model, self._by_id)
+        self.fallback = f"unsupported shared layers {', '.join(bad)}" if bad else None
+        if self.fallback:
+            self._warn(self.fallback)
+        self._modules = [
+            m
+            for m in model.modules()
+            if type(m) in SUPPORTED and any(id(p) in self._by_id for p in m.parameters(False))
+        ]
+        self._representation = representation
+        if single_input == "representation" and representation is None:
+            self._representation = _owner_of(model, set(self._by_id))
+        self._step: _Step | None = None
+
+    def _warn(self, reason: str) -> None:
+        if reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(
+                f"polytask: per-task gradients by exact per-task passes (≈(1+2T)/3 × a step): "
+                f"{reason}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    @contextmanager
+    def capture(self, segments: Sequence[Segment]) -> Iterator[None]:
+        """Wrap the model's forward of a batch laid out as ``segments``."""
+        segments = list(segments)
+        if overlapping(segments):
+            method = "representation" if self.single_input == "representation" else "per-task"
+        else:
+            method = "per-task" if self.fallback else "segments"
+        step = self._step = _Step(method, segments)
+        if method == "segments":
+            batch = max(s.stop for s in segments)
+            step.capture = SegmentCapture(self._modules, self._by_id, batch)
+            with step.capture:
+                yield
+        elif method == "representation":
+            assert self._representation is not None
+
+            def keep(module: nn.Module, args: Any, out: Any) -> None:
+                step.z = out if isinstance(out, Tensor) else out[0]
+
+            handle = self._representation.register_forward_hook(keep)
+            try:
+                yield
+            finally:
+                handle.remove()
+        else:
+            yield
+
+    def backward(
+        self,
+        losses: dict[str, Tensor],
+        combine: Combine,
+        loss_weights: dict[str, float] | None = None,
+        keep_task_grads: bool = False,
+    ) -> GradStats:
+        """Per-task gradients → Gramian → ``c = combine(Gramian)`` → write ``.grad``.
+
+        ``combine`` maps the float64 ``[T, T]`` Gramian (tasks in ``losses`` order) to
+        ``c [T]``, e.g. ``aggregator.weights``. ``keep_task_grads`` returns the per-task
+        gradients of every shared parameter in :attr:`GradStats.task_grads`.
+        """
+        step, self._step = self._step, None
+        if step is None:
+            raise RuntimeError("run the forward inside `with engine.capture(segments):` first")
+        tasks = list(losses)
+        w = loss_weights or {}
+        weighted = [losses[t] * w.get(t, 1.0) for t in tasks]
+        heads = [[p for _, p in self.model.task_parameters(t) if p.requires_grad] for t in tasks]
+        method = self._check(step, weighted)
+        if method == "representation":
+            return self._representation_step(step, tasks, weighted, heads, combine, keep_task_grads)
+        if method == "segments":
+            assert step.capture is not None
+            rows = task_rows(step.segments, tasks, weighted[0].device)
+            pieces, head_grads = step.capture.run(rows, weighted, heads)
+        else:
+            pieces, head_grads = _per_task_passes([p for _, p in self.shared], weighted, heads)
+        shared = [p for _, p in self.shared]
+        if world_size() > 1:
+            all_reduce_pieces(pieces, shared, len(tasks))
+        gramian = gramian_of([piece.flat() for piece in pieces.values()], len(tasks))
+        c = _coefficients(combine, gramian)
+        for p in shared:
+            if id(p) in pieces:
+                _accumulate(p, pieces[id(p)].combine(c, p.shape))
+        _write(heads, head_grads)
+        kept = None
+        if keep_task_grads:
+            kept = {n: pieces[id(p)].full(p.shape) for n, p in self.shared if id(p) in pieces}
+        return _stats(tasks, gramian, c, method, kept)
+
+    def _check(self, step: _Step, weighted: list[Tensor]) -> str:
+        """The method this step can use: a failed safety check falls back to per-task passes."""
+        roots = [loss.grad_fn for loss in weighted if loss.grad_fn is not None]
+        reason = None
+        if step.method == "segments":
+            assert step.capture is not None
+            reason = step.capture.check(roots)
+        elif step.method == "representation":
+            if step.z is None or not step.z.requires_grad:
+                raise RuntimeError("the representation module produced no differentiable output")
+            counts, _ = use_counts(roots, stop=get_gradient_edge(step.z))
+            if any(k in self._by_id for k in counts):
+                reason = "the losses reach shared parameters other than through the representation"
+        if world_size() > 1:  # every rank must take the same path (collectives below)
+            flag = torch.tensor([float(reason is not None)])
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            reason = reason or ("another rank fell back" if flag.item() > 0 else None)
+        if reason is not None:
+            self._warn(reason)
+            return "per-task"
+        return step.method
+
+    def _representation_step(
+        self,
+        step: _Step,
+        tasks: list[str],
+        weighted: list[Tensor],
+        heads: list[list[nn.Parameter]],
+        combine: Combine,
+        keep: bool,
+    ) -> GradStats:
+        """Gramian of ``∂(w_t L_t)/∂z``, then one backward of ``Σ_t c_t ∂(w_t L_t)/∂z``."""
+        z = step.z
+        assert z is not None
+        dz: list[Tensor] = []
+        head_grads: list[list[Tensor | None]] = []
+        for loss, ps in zip(weighted, heads, strict=True):
+            g = torch.autograd.grad(loss, [z, *ps], retain_graph=True, allow_unused=True)
+            dz.append(torch.zeros_like(z) if g[0] is None else g[0])
+            head_grads.append(list(g[1:]))
+        Z = torch.stack(dz)
+        gramian = gramian_of([Z.reshape(len(tasks), -1)], len(tasks))
+        world = world_size()
+        if world > 1:  # rows differ per rank: the global Gramian is the sum over ranks / W²
+            torch.distributed.all_reduce(gramian)
+            gramian /= world * world
+        c = _coefficients(combine, gramian)
+        shared = [p for _, p in self.shared]
+        cotangent = torch.tensordot(c.to(Z), Z, dims=1)
+        grads: list[Tensor | None] = list(
+            torch.autograd.grad(z, shared, grad_outputs=cotangent, allow_unused=True)
+        )
+        _write([shared, *heads], [grads, *head_grads])
+        kept = {"representation": Z} if keep else None
+        return _stats(tasks, gramian, c, "representation", kept)
+
+
+def _per_task_passes(
+    shared: list[nn.Parameter], weighted: list[Tensor], heads: list[list[nn.Parameter]]
+) -> tuple[dict[int, Piece], list[list[Tensor | None]]]:
+    """Exact: one ``autograd.grad`` per task over the same graph (same dropout masks)."""
+    T = len(weighted)
+    pieces: dict[int, Piece] = {}
+    head_grads: list[list[Tensor | None]] = []
+    for t, (loss, ps) in enumerate(zip(weighted, heads, strict=True)):
+        grads = torch.autograd.grad(loss, [*shared, *ps], retain_graph=t < T - 1, allow_unused=True)
+        for p, g in zip(shared, grads, strict=False):
+            if g is not None:
+                if id(p) not in pieces:  # rows of earlier tasks are zero, later ones filled
+                    pieces[id(p)] = Piece(p.new_empty(T, *p.shape))
+                    pieces[id(p)].values[:t] = 0
+                pieces[id(p)].values[t] = g.to_dense() if g.is_sparse else g
+            elif id(p) in pieces:
+                pieces[id(p)].values[t] = 0
+        head_grads.append(list(grads[len(shared) :]))
+    return pieces, head_grads
+
+
+def gramian_of(matrices: Sequence[Tensor], n_tasks: int, chunk: int = 1 << 15) -> Tensor:
+    """``Σ_k M_k M_kᵀ`` in float64 for ``[T, n_k]`` matrices, on the CPU.
+
+    Converted to float64 a cache-sized column block at a time: exact float64 products of
+    the stored gradients, at the memory traffic of reading them once.
+    """
+    device = matrices[0].device if matrices else "cpu"
+    gramian = torch.zeros(n_tasks, n_tasks, dtype=torch.float64, device=device)
+    for m in matrices:
+        for start in range(0, m.shape[1], chunk):
+            block = m[:, start : start + chunk].double()
+            gramian.addmm_(block, block.T)
+    return gramian.cpu()
+
+
+def _coefficients(combine: Combine, gramian: Tensor) -> Tensor:
+    c = torch.as_tensor(combine(gramian)).detach().to("cpu", torch.float64)
+    if c.shape != (gramian.shape[0],):
+        raise ValueError(f"combine must return {gramian.shape[0]} weights, got {list(c.shape)}")
+    return c
+
+
+def _stats(
+    tasks: list[str],
+    gramian: Tensor,
+    c: Tensor,
+    method: str,
+    kept: dict[str, Tensor] | None,
+) -> GradStats:
+    norms = gramian.diagonal().clamp(min=0).sqrt()
+    return GradStats(tasks, gramian, c, norms, gramian_to_cosine(gramian), method, kept)
+
+
+def _write(params: list[list[nn.Parameter]], grads: list[list[Tensor | None]]) -> None:
+    """Accumulate plain gradients (averaged over ranks first when distributed)."""
+    for ps, gs in zip(params, grads, strict=True):
+        for p, g in zip(ps, all_reduce_grads(ps, gs) if world_size() > 1 else gs, strict=True):
+            if g is not None:
+                _accumulate(p, g)
+
+
+def _accumulate(p: nn.Parameter, g: Tensor) -> None:
+    g = g.detach().to(p.dtype)
+    if p.grad is None:
+        p.grad = g if g.is_contiguous() else g.contiguous()
+    else:
+        p.grad.add_(g)
+
+
+def _owner_of(model: nn.Module, shared: set[int]) -> nn.Module:
+    """The outermost module whose parameters are exactly the shared ones."""
+    for module in model.modules():
+        if {id(p) for p in module.parameters() if p.requires_grad} == shared:
+            return module
+    raise ValueError("no module owns exactly the shared parameters; pass `representation=`")

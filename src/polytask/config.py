@@ -19,6 +19,8 @@ from polytask.errors import ConfigError
 from polytask.registry import did_you_mean
 
 DEMO_CONFIG = "demo"
+#: weightings that work when a step holds only some tasks (no per-task history or coupling)
+SUBSET_WEIGHTINGS = ("equal", "static", "uncertainty")
 
 
 class StrictModel(BaseModel):
@@ -61,6 +63,7 @@ class DataConfig(StrictModel):
     encoding: str = "utf-8"
     max_train_examples: int | None = Field(default=None, gt=0)
     max_validation_examples: int | None = Field(default=None, gt=0)
+    max_test_examples: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -146,6 +149,22 @@ class SamplerConfig(StrictModel):
         return self
 
 
+class MethodConfig(BaseModel):
+    """A registered method and its hyperparameters: ``{name: pcgrad, seed: 3}``.
+
+    The other keys are the method's constructor arguments (``polytask ls`` lists methods,
+    ``docs/methods.md`` their hyperparameters); they are checked against the signature.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class TrainConfig(StrictModel):
     """Optimisation, evaluation and early stopping."""
 
@@ -173,6 +192,8 @@ class RunConfig(StrictModel):
     architecture: ArchitectureConfig = Field(default_factory=ArchitectureConfig)
     tasks: list[TaskConfig]
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    weighting: MethodConfig = Field(default_factory=lambda: MethodConfig(name="equal"))
+    aggregator: MethodConfig = Field(default_factory=lambda: MethodConfig(name="sum"))
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="after")
@@ -191,7 +212,30 @@ class RunConfig(StrictModel):
         k = self.sampler.tasks_per_step
         if isinstance(k, int) and k > len(names):
             raise ValueError(f"sampler.tasks_per_step={k} exceeds the {len(names)} tasks")
+        self._check_methods(len(names))
         return self
+
+    def _check_methods(self, n_tasks: int) -> None:
+        from polytask.aggregation import AGGREGATORS
+        from polytask.methods import build
+        from polytask.weighting import WEIGHTINGS
+
+        for section, registry in (("weighting", WEIGHTINGS), ("aggregator", AGGREGATORS)):
+            method: MethodConfig = getattr(self, section)
+            try:
+                build(registry, method.name, method.kwargs, n_tasks, section)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        every_step = self.sampler.tasks_per_step == "all" or self.sampler.tasks_per_step == n_tasks
+        simple = self.weighting.name in SUBSET_WEIGHTINGS and self.aggregator.name in (
+            "sum",
+            "mean",
+        )
+        if not every_step and not simple:
+            raise ValueError(
+                f"weighting '{self.weighting.name}' with aggregator '{self.aggregator.name}' "
+                "needs every task in every step: set sampler.tasks_per_step: all"
+            )
 
     @property
     def primary(self) -> str:

@@ -210,5 +210,10 @@ def test_ls_lists_registries() -> None:
         "classification",
         "tagging",
         "regression",
+        "uncertainty",
+        "famo",
+        "pcgrad",
+        "upgrad",
+        "nash_mtl",
     ):
         assert name in result.stdout

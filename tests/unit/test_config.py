@@ -23,7 +23,7 @@ def write(tmp_path: Path, data: dict) -> Path:
 def test_demo_config_loads_and_defaults_apply() -> None:
     config = load_config(None)
     assert [t.name for t in config.tasks] == ["sentiment", "movies", "ner"]
-    assert config.primary == "sentiment"
+    assert config.primary == "ner"
     assert config.sampler.tasks_per_step == "all"
 
 

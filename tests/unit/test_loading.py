@@ -151,3 +151,39 @@ def test_subsets_are_seeded(tmp_path: Path, tokenizer) -> None:  # type: ignore[
     b = load_task_data(cfg, tokenizer, 16, 3)
     assert len(a.splits["train"]) == 10 and len(a.splits["validation"]) == 5
     assert list(a.splits["train"]["input_ids"]) == list(b.splits["train"]["input_ids"])
+
+
+def test_parquet_and_saved_dataset_dirs(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"text": ["good film", "bad film", "a plot"], "label": ["p", "n", "p"]}
+    )
+    ds.to_parquet(str(tmp_path / "t.parquet"))
+    ds.save_to_disk(str(tmp_path / "saved"))
+    for source in (tmp_path / "t.parquet", tmp_path / "saved"):
+        data = load_task_data(task("classification", source, source), tokenizer, 16, 0)
+        assert list(data.splits["train"]["target"]) == [1, 0, 1]
+
+
+def test_json_array_and_wrong_type_value_is_caught(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "t.json"
+    good.write_text('[{"text": "a", "y": 1.5}, {"text": "b", "y": 2}]')
+    assert (
+        len(
+            load_task_data(
+                task("regression", good, good, columns={"label": "y"}), tokenizer, 16, 0
+            ).splits["train"]
+        )
+        == 2
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "y": 1.5}\n{"text": "b", "y": "many"}\n')
+    with pytest.raises(
+        DataError, match=r"bad\.jsonl, line 2, column 'y': regression target 'many'"
+    ):
+        load_task_data(task("regression", bad, bad, columns={"label": "y"}), tokenizer, 16, 0)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a", "y": 1.5}\n{"text": "b", "y": \n')
+    with pytest.raises(DataError, match=r"broken\.jsonl, line 2: not valid JSON"):
+        load_task_data(task("regression", broken, broken, columns={"label": "y"}), tokenizer, 16, 0)

@@ -165,16 +165,21 @@ def predict(
 
 @app.command("ls")
 def ls() -> None:
-    """List registered architectures, samplers and task types."""
+    """List registered architectures, samplers, task types, loss weightings, aggregators."""
+    from polytask.aggregation import AGGREGATORS
     from polytask.data.samplers import SAMPLERS
     from polytask.models import ARCHITECTURES
     from polytask.tasks import TASK_TYPES
+    from polytask.weighting import WEIGHTINGS
 
-    for title, registry in (
+    registries = (
         ("architectures", ARCHITECTURES),
         ("samplers", SAMPLERS),
         ("task types", TASK_TYPES),
-    ):
+        ("loss weightings (weighting: {name: ...})", WEIGHTINGS),
+        ("gradient aggregators (aggregator: {name: ...})", AGGREGATORS),
+    )
+    for title, registry in registries:
         out.print(f"[bold]{title}[/bold]")
         for name, obj in registry.items():
             doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()

@@ -241,23 +241,28 @@ def load_task_data(
                 )
         raw[split] = ds.select_columns(needed)
 
+    def where_for(split: str) -> Any:
+        path = paths[split][0]
+        unit = "line" if path.suffix.lower() == ".jsonl" else "row"
+        return lambda i: f"{path}" if i < 0 else f"{path}, {unit} {i + 1}, column '{label_col}'"
+
+    # the label set comes from the whole training split: a subset must not shrink it
+    if spec is None:
+        spec = ttype.fit_spec(config, raw["train"][label_col], where_for("train"))
+
     if (
         config.data.max_train_examples
         and "train" in raw
         and len(raw["train"]) > config.data.max_train_examples
     ):
         raw["train"] = raw["train"].shuffle(seed=seed).select(range(config.data.max_train_examples))
-    limit = config.data.max_validation_examples
-    if limit and "validation" in raw and len(raw["validation"]) > limit:
-        raw["validation"] = raw["validation"].shuffle(seed=seed).select(range(limit))
+    for split, limit in (
+        ("validation", config.data.max_validation_examples),
+        ("test", config.data.max_test_examples),
+    ):
+        if limit and split in raw and len(raw[split]) > limit:
+            raw[split] = raw[split].shuffle(seed=seed).select(range(limit))
 
-    def where_for(split: str) -> Any:
-        path = paths[split][0]
-        unit = "line" if path.suffix.lower() == ".jsonl" else "row"
-        return lambda i: f"{path}" if i < 0 else f"{path}, {unit} {i + 1}, column '{label_col}'"
-
-    if spec is None:
-        spec = ttype.fit_spec(config, raw["train"][label_col], where_for("train"))
     tok_id = _tokenizer_id(tokenizer)
     splits = {}
     for split, ds in raw.items():

@@ -1,0 +1,379 @@
+"""Per-task gradients of a shared encoder from ONE backward pass, split by batch segment.
+
+Helpers of :mod:`polytask.autograd` (the only caller). Multi-input mode: each task owns rows
+``start:stop`` of one concatenated batch, and a transformer encoder never mixes rows
+(attention stays inside an example, LayerNorm is per token). In one backward of the summed
+loss the gradient ``δ`` reaching a layer's output rows of task ``t`` is then exactly the one
+``L_t`` alone would send, so the per-task weight gradient of a linear layer is the segment
+product ``δ[rows_t]ᵀ x[rows_t]`` — the matmul autograd would do, split by task. See
+``/work/shared/notes/per-task-gradients.md``.
+
+Forward hooks record each shared ``nn.Linear`` / ``nn.LayerNorm`` / ``nn.Embedding`` input and
+put a tensor hook on its output. The backward is ``torch.autograd.grad`` with ``inputs`` = the
+heads' parameters and the outputs of the layers fed by token ids: the shared parameters are
+not among the inputs, so autograd's engine prunes their weight-gradient kernels and the
+tensor hooks compute the per-task pieces instead — the same FLOPs as one ordinary step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
+
+SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm, nn.Embedding)
+Selector = slice | Tensor  # the rows of one task: a slice, or an index for several segments
+
+
+@dataclass
+class Piece:
+    """Every task's gradient of one parameter: ``values[t]`` belongs to task ``t``.
+
+    Dense when ``rows`` is None (``values`` is ``[T, *shape]``); for embeddings only the rows
+    ``rows`` (sorted, unique) can be non-zero and ``values`` is ``[T, len(rows), *shape[1:]]``.
+    """
+
+    values: Tensor
+    rows: Tensor | None = None
+
+    def flat(self) -> Tensor:
+        return self.values.reshape(self.values.shape[0], -1)
+
+    def full(self, shape: torch.Size) -> Tensor:
+        """The dense ``[T, *shape]`` per-task gradients."""
+        if self.rows is None:
+            return self.values
+        out = self.values.new_zeros(self.values.shape[0], *shape)
+        out[:, self.rows] = self.values
+        return out
+
+    def combine(self, c: Tensor, shape: torch.Size) -> Tensor:
+        """``Σ_t c_t values[t]`` as a full gradient of a parameter of ``shape``."""
+        mixed = torch.tensordot(c.to(self.values), self.values, dims=1)
+        if self.rows is None:
+            return mixed
+        return mixed.new_zeros(shape).index_add_(0, self.rows, mixed)
+
+
+def add_piece(pieces: dict[int, Piece], key: int, piece: Piece) -> None:
+    """Accumulate ``piece`` into ``pieces[key]`` (a parameter used by several calls)."""
+    old = pieces.get(key)
+    if old is None:
+        pieces[key] = piece
+    elif old.rows is None and piece.rows is None:
+        old.values += piece.values
+    else:
+        assert old.rows is not None and piece.rows is not None
+        rows, inverse = torch.unique(torch.cat([old.rows, piece.rows]), return_inverse=True)
+        values = old.values.new_zeros(old.values.shape[0], len(rows), *old.values.shape[2:])
+        values.index_add_(1, inverse, torch.cat([old.values, piece.values], dim=1))
+        pieces[key] = Piece(values, rows)
+
+
+def unsupported_modules(model: nn.Module, shared: dict[int, nn.Parameter]) -> list[str]:
+    """Modules owning a shared parameter whose per-task gradient the hooks cannot split."""
+    bad = []
+    for name, module in model.named_modules():
+        if not any(id(p) in shared for p in module.parameters(recurse=False)):
+            continue
+        odd_embedding = isinstance(module, nn.Embedding) and (
+            module.max_norm is not None or module.scale_grad_by_freq or module.sparse
+        )
+        if type(module) not in SUPPORTED or odd_embedding:
+            bad.append(f"{name or '<model>'} ({type(module).__name__})")
+        elif getattr(module, "gradient_checkpointing", False) is True:
+            bad.append(f"{name} (gradient checkpointing)")
+    return bad
+
+
+def use_counts(
+    roots: Sequence[Node], stop: GradientEdge | None = None
+) -> tuple[Counter[int], set[Node]]:
+    """Walk the graph from ``roots``: edges into each leaf's accumulator (by ``id``), nodes seen.
+
+    Each use of a parameter in an op adds one edge, so comparing these counts with the
+    hooked calls proves that no shared parameter is used outside a hooked module (e.g. an
+    ``nn.Embedding`` weight read directly, as DeBERTa does for relative positions). The edge
+    ``stop`` is not followed.
+    """
+    counts: Counter[int] = Counter()
+    seen: set[Node] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for child, nr in node.next_functions:
+            if child is None or (stop is not None and child is stop.node and nr == stop.output_nr):
+                continue
+            variable = getattr(child, "variable", None)
+            if variable is not None:
+                counts[id(variable)] += 1
+            stack.append(child)
+    return counts, seen
+
+
+def task_rows(segments: Sequence[Any], tasks: list[str], device: torch.device) -> list[Selector]:
+    """Each task's rows of the batch: a slice for one segment, an index for several."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for s in segments:
+        spans.setdefault(s.task, []).append((s.start, s.stop))
+    missing = [t for t in tasks if t not in spans]
+    if missing:
+        raise ValueError(f"tasks {missing} have a loss but no rows in the batch's segments")
+    return [
+        slice(*spans[t][0])
+        if len(spans[t]) == 1
+        else torch.cat([torch.arange(a, b, device=device) for a, b in spans[t]])
+        for t in tasks
+    ]
+
+
+def overlapping(segments: Sequence[Any]) -> bool:
+    """Whether two different tasks read a common row (a single-input batch)."""
+    spans = sorted((s.start, s.stop, s.task) for s in segments if s.stop > s.start)
+    return any(b[0] < a[1] and a[2] != b[2] for i, a in enumerate(spans) for b in spans[i + 1 :])
+
+
+@dataclass
+class _Call:
+    module: nn.Module
+    x: Tensor | None  # the module's input, detached; None once its pieces are computed
+    node: Node | None  # grad_fn of the hooked output (reachability)
+
+
+class SegmentCapture:
+    """Records a forward of the shared layers; during the backward, splits their gradients.
+
+    Use as a context manager around the forward, then :meth:`check` and :meth:`run`.
+    """
+
+    def __init__(self, modules: list[nn.Module], shared: dict[int, nn.Parameter], batch: int):
+        self.modules, self.shared, self.batch = modules, shared, batch
+        self.calls: list[_Call] = []
+        self.leaves: list[GradientEdge] = []  # outputs of calls whose input needs no gradient
+        self.problems: list[str] = []
+        self.pieces: dict[int, Piece] = {}
+        self.selectors: list[Selector] = []
+        self.active = False
+        self.seen: set[Node] = set()  # graph nodes reachable from the losses
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> SegmentCapture:
+        self._handles = [
+            m.register_forward_hook(self._forward, with_kwargs=True) for m in self.modules
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _forward(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+    ) -> Tensor | None:
+        if not (torch.is_grad_enabled() and isinstance(out, Tensor) and out.requires_grad):
+            return None
+        x = args[0] if args else kwargs.get("input")
+        if self.active or not isinstance(x, Tensor) or out.dim() < 2:
+            self.problems.append(f"{type(module).__name__}: called in an unexpected way")
+            return None
+        changed = None
+        if out.shape[0] != self.batch and out.shape[0] == 1 == x.shape[0]:
+            # broadcast over the batch (BERT's position embeddings): expand, so that the
+            # hook sees each row's gradient before autograd sums them
+            out = changed = out.expand(self.batch, *out.shape[1:])
+            x = x.expand(self.batch, *x.shape[1:])
+        if out.shape[0] != self.batch or x.shape[0] != self.batch:
+            self.problems.append(f"{type(module).__name__}: rows {out.shape[0]} != {self.batch}")
+            return None
+        out.register_hook(partial(self._backward, len(self.calls)))
+        self.calls.append(_Call(module, x.detach(), out.grad_fn))
+        if not (x.is_floating_point() and x.requires_grad):
+            self.leaves.append(get_gradient_edge(out))
+        return changed
+
+    def check(self, roots: Sequence[Node]) -> str | None:
+        """Why the split would be wrong for this graph, or None when it is exact.
+
+        Every use of a shared parameter in the graph (an edge into its accumulator) must
+        be a reachable call of a hooked module; otherwise (a weight read directly, a layer
+        run on unexpected shapes) the caller falls back to per-task passes.
+        """
+        if self.problems:
+            return self.problems[0]
+        counts, self.seen = use_counts(roots)
+        covered: Counter[int] = Counter()
+        for call in self.calls:
+            if call.node in self.seen:
+                covered.update(id(p) for p in call.module.parameters(recurse=False))
+        if any(k in self.shared and n != covered[k] for k, n in counts.items()):
+            return "a shared parameter is used outside its layer (e.g. read directly)"
+        return None
+
+    def run(
+        self,
+        tasks_rows: list[Selector],
+        weighted: list[Tensor],
+        heads: list[list[nn.Parameter]],
+    ) -> tuple[dict[int, Piece], list[list[Tensor | None]]]:
+        """ONE backward of ``Σ_t w_t L_t``; returns the shared pieces and each head's grads."""
+        self.selectors = tasks_rows
+        inputs: list[Any] = [p for ps in heads for p in ps] + self.leaves
+        self.active = True
+        try:
+            grads = torch.autograd.grad(torch.stack(weighted).sum(), inputs, allow_unused=True)
+        finally:
+            self.active = False
+        missed = [
+            type(c.module).__name__ for c in self.calls if c.x is not None and c.node in self.seen
+        ]
+        if missed or self.problems:  # cannot happen after check(); never return wrong grads
+            raise RuntimeError(
+                f"polytask: shared layers missed their gradient: {missed or self.problems}"
+            )
+        # the graph's tensor hooks keep `self` alive until the graph goes: drop the big state
+        pieces, self.pieces = self.pieces, {}
+        self.calls, self.leaves, self.seen = [], [], set()
+        sizes = [0, *itertools.accumulate(len(ps) for ps in heads)]
+        return pieces, [list(grads[a:b]) for a, b in itertools.pairwise(sizes)]
+
+    def _backward(self, index: int, grad: Tensor) -> None:
+        call = self.calls[index]
+        if not self.active or call.x is None:
+            return
+        x, call.x = call.x, None
+        if isinstance(call.module, nn.Embedding):
+            self._embedding(call.module, x, grad)
+        elif isinstance(call.module, nn.LayerNorm):
+            ns = tuple(call.module.normalized_shape)
+            xhat = F.layer_norm(x, ns, None, None, call.module.eps)
+
+            def norm_weight(d: Tensor, rows: Selector, out: Tensor) -> None:
+                torch.sum(d * xhat[rows].reshape(d.shape).to(d), 0, out=out)
+
+            self._split(call.module, norm_weight, grad, ns)
+        elif isinstance(call.module, nn.Linear):
+            width = x.shape[-1]
+
+            def linear_weight(d: Tensor, rows: Selector, out: Tensor) -> None:
+                torch.mm(d.T, x[rows].reshape(-1, width).to(d), out=out)
+
+            self._split(call.module, linear_weight, grad, grad.shape[-1:])
+
+    def _split(
+        self,
+        module: nn.Linear | nn.LayerNorm,
+        weight_into: Callable[[Tensor, Selector, Tensor], None],
+        grad: Tensor,
+        tail: Sequence[int],
+    ) -> None:
+        """Per-task weight (``weight_into(δ_t, rows_t, out)``) and bias ``Σ δ_t`` of a layer."""
+        w, b = module.weight, module.bias
+        T = len(self.selectors)
+        W = w.new_empty(T, *w.shape) if w is not None and id(w) in self.shared else None
+        B = b.new_empty(T, *b.shape) if b is not None and id(b) in self.shared else None
+        grad = grad.to(w.dtype if w is not None else grad.dtype)
+        for t, rows in enumerate(self.selectors):
+            d = grad[rows].reshape(-1, *tail)
+            if W is not None:
+                weight_into(d, rows, W[t])
+            if B is not None:
+                torch.sum(d, 0, out=B[t])
+        if W is not None:
+            add_piece(self.pieces, id(module.weight), Piece(W))
+        if B is not None:
+            add_piece(self.pieces, id(b), Piece(B))
+
+    def _embedding(self, module: nn.Embedding, ids: Tensor, grad: Tensor) -> None:
+        """Per-task index-add of the output gradient into the rows each task's tokens used."""
+        w = module.weight
+        if id(w) not in self.shared:
+            return
+        rows, inverse = torch.unique(ids, return_inverse=True)
+        width = grad.shape[-1]
+        values = w.new_zeros(len(self.selectors), len(rows), width)
+        for t, sel in enumerate(self.selectors):
+            values[t].index_add_(0, inverse[sel].reshape(-1), grad[sel].reshape(-1, width).to(w))
+        if module.padding_idx is not None:  # autograd leaves the padding row's gradient at 0
+            values[:, rows == module.padding_idx] = 0
+        add_piece(self.pieces, id(w), Piece(values, rows))
+
+
+def world_size() -> int:
+    """Ranks of the initialised default process group (1 when not distributed)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_reduce_pieces(pieces: dict[int, Piece], params: list[nn.Parameter], n_tasks: int) -> None:
+    """Average every parameter's per-task gradients over ranks, in place, in ``params`` order.
+
+    Ranks agree on each parameter's layout first (0 absent, 1 dense, 2 rows); an embedding's
+    row sets differ per rank, so they are merged into their union before the all-reduce.
+    """
+    dist, world = torch.distributed, world_size()
+    kinds = torch.tensor([_kind(pieces.get(id(p))) for p in params])
+    dist.all_reduce(kinds, op=dist.ReduceOp.MAX)
+    for p, kind in zip(params, kinds.tolist(), strict=True):
+        piece = pieces.get(id(p))
+        if kind == 1:
+            values = p.new_zeros(n_tasks, *p.shape) if piece is None else piece.values
+            dist.all_reduce(values)
+            pieces[id(p)] = Piece(values / world)
+        elif kind == 2:
+            pieces[id(p)] = _all_reduce_rows(piece, p, n_tasks, world)
+
+
+def _kind(piece: Piece | None) -> int:
+    return 0 if piece is None else 1 if piece.rows is None else 2
+
+
+def _all_reduce_rows(piece: Piece | None, p: nn.Parameter, n_tasks: int, world: int) -> Piece:
+    dist = torch.distributed
+    if piece is None:
+        piece = Piece(p.new_zeros(n_tasks, 0, *p.shape[1:]), torch.zeros(0, dtype=torch.long))
+    elif piece.rows is None:  # a rank that fell back holds it dense: every row
+        piece = Piece(piece.values, torch.arange(p.shape[0]))
+    assert piece.rows is not None
+    size = torch.tensor([len(piece.rows)])
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    padded = torch.full((int(max(sizes).item()),), -1, dtype=torch.long)
+    padded[: len(piece.rows)] = piece.rows.cpu()
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    union = torch.unique(torch.cat(gathered))
+    union = union[union >= 0].to(piece.values.device)
+    values = piece.values.new_zeros(n_tasks, len(union), *p.shape[1:])
+    values[:, torch.searchsorted(union, piece.rows.to(union.device))] = piece.values
+    dist.all_reduce(values)
+    return Piece(values / world, union)
+
+
+def all_reduce_grads(
+    params: Sequence[nn.Parameter], grads: Sequence[Tensor | None]
+) -> list[Tensor | None]:
+    """Average gradients over ranks; None (unused) only where every rank had None."""
+    dist, world = torch.distributed, world_size()
+    present = torch.tensor([float(g is not None) for g in grads])
+    dist.all_reduce(present, op=dist.ReduceOp.MAX)
+    out: list[Tensor | None] = []
+    for p, g, flag in zip(params, grads, present.tolist(), strict=True):
+        if flag == 0:
+            out.append(None)
+            continue
+        g = torch.zeros_like(p) if g is None else g.clone()
+        dist.all_reduce(g)
+        out.append(g / world)
+    return out

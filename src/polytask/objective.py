@@ -1,0 +1,151 @@
+"""From per-task losses to one update: loss weighting, then gradient aggregation.
+
+The training loop hands every step's per-task losses to :meth:`Objective.backward`; it
+never branches on a method's name, only on what a method declares it needs
+(``gramian_free``, ``needs_grad_norms``, ``observes_same_batch``).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from polytask import autograd
+from polytask.aggregation import AGGREGATORS, Aggregator
+from polytask.autograd import PerTaskGradients
+from polytask.data.batching import Segment
+from polytask.methods import build
+from polytask.models import MultiTaskModel
+from polytask.weighting import WEIGHTINGS, LossWeighting
+
+
+class Objective(nn.Module):
+    """A loss weighting and a gradient aggregator over a fixed list of tasks.
+
+    Both are ``nn.Module`` s held here, so their parameters (uncertainty's log σ²) reach the
+    optimiser through :meth:`parameters` and their buffers reach checkpoints through
+    :meth:`state_dict`. When the aggregator needs per-task gradients (anything but
+    ``sum``/``mean``) or the weighting needs their norms (``gradnorm``), the forward must
+    run inside :meth:`capture` so the per-task gradient engine sees it.
+    """
+
+    def __init__(
+        self,
+        tasks: list[str],
+        task_weights: dict[str, float],
+        weighting: LossWeighting,
+        aggregator: Aggregator,
+    ) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        self.task_weights = dict(task_weights)
+        self.weighting = weighting
+        self.aggregator = aggregator
+        self._engine: PerTaskGradients | None = None
+
+    @property
+    def needs_task_gradients(self) -> bool:
+        return not self.aggregator.gramian_free or self.weighting.needs_grad_norms
+
+    def attach(self, model: MultiTaskModel) -> None:
+        """Bind the per-task gradient engine to the (unwrapped) model, when needed."""
+        self._engine = PerTaskGradients(model) if self.needs_task_gradients else None
+
+    def capture(self, segments: list[Segment]) -> AbstractContextManager[None]:
+        """Context for the forward of a batch: lets the engine split gradients by task."""
+        present = {s.task for s in segments}
+        if self._engine is None or present != set(self.tasks):
+            return nullcontext()
+        return self._engine.capture(segments)
+
+    def _vector(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([losses[t].detach().float() for t in self.tasks])
+
+    def backward(self, accelerator: Accelerator, losses: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Backpropagate this step's objective; returns what to log (weights, norms, cosines)."""
+        if any(t not in losses for t in self.tasks):  # a subset step: equal/static only
+            weights = {t: self.task_weights[t] for t in losses}
+            autograd.weighted_backward(accelerator, losses, weights)
+            return {}
+        device = next(iter(losses.values())).device
+        w = self.weighting(self._vector(losses).to(device))
+        static = torch.tensor([self.task_weights[t] for t in self.tasks], device=device)
+        log: dict[str, Any] = {"weights": _named(self.tasks, w * static)}
+        regularizer = self.weighting.regularizer().to(device)
+        if self._engine is None:
+            scale = self.aggregator.weights(torch.eye(len(self.tasks), dtype=torch.float64))
+            coef = w * static * scale.to(w)
+            terms = {t: losses[t] * coef[i] for i, t in enumerate(self.tasks)}
+            terms["_regularizer"] = regularizer
+            autograd.weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
+            return log
+        coef = (w * static).detach()
+        scaled = {t: losses[t] * coef[i] for i, t in enumerate(self.tasks)}
+        stats = self._engine.backward(scaled, self._combine(losses))
+        # learned weights (uncertainty) see the losses as constants: a backward that never
+        # enters the encoder, so their gradient costs nothing next to the step
+        learned = (w * static * self._vector(losses).to(device)).sum() + regularizer
+        if self.weighting.needs_grad_norms:
+            norms = stats.norms.to(device) / coef.clamp(min=1e-12)
+            learned = learned + self.weighting.balancing_loss(norms, self._vector(losses))
+        if learned.requires_grad:
+            autograd.weighted_backward(accelerator, {"learned": learned}, {"learned": 1.0})
+        log.update(
+            {
+                "combine": _named(self.tasks, stats.weights),
+                "grad_norm": _named(self.tasks, stats.norms),
+                "cosine": [[round(float(v), 4) for v in row] for row in stats.cosine],
+                "grad_method": stats.method,
+            }
+        )
+        return log
+
+    def _combine(self, losses: dict[str, torch.Tensor]) -> Any:
+        vector = self._vector(losses) if self.aggregator.needs_losses else None
+        precision = float(torch.finfo(next(iter(losses.values())).dtype).eps)
+
+        def combine(gramian: torch.Tensor) -> torch.Tensor:
+            return self.aggregator.weights(gramian, vector, eps=precision)
+
+        return combine
+
+    def observe(self, losses: dict[str, torch.Tensor]) -> None:
+        """After the optimiser step: let stateful weightings see the (new) losses."""
+        if all(t in losses for t in self.tasks):
+            self.weighting.observe(self._vector(losses))
+
+
+def _named(tasks: list[str], values: torch.Tensor) -> dict[str, float]:
+    return {t: round(float(v), 6) for t, v in zip(tasks, values.detach().cpu(), strict=True)}
+
+
+def build_objective(
+    tasks: list[str],
+    task_weights: dict[str, float],
+    kinds: list[str],
+    weighting: tuple[str, dict[str, Any]],
+    aggregator: tuple[str, dict[str, Any]],
+) -> Objective:
+    """Build from plain arguments: task names, static weights, task kinds, (name, kwargs) pairs.
+
+    ``kinds`` ("regression"/"classification" per task) fills a weighting's ``kinds``
+    argument when the config leaves it out (uncertainty weighting's two forms).
+    """
+    n = len(tasks)
+    w_name, w_kwargs = weighting
+    if "kinds" in _arguments(WEIGHTINGS.get(w_name)) and "kinds" not in w_kwargs:
+        w_kwargs = {**w_kwargs, "kinds": kinds}
+    built_w = build(WEIGHTINGS, w_name, w_kwargs, n, "weighting")
+    built_a = build(AGGREGATORS, aggregator[0], aggregator[1], n, "aggregator")
+    assert isinstance(built_w, LossWeighting) and isinstance(built_a, Aggregator)
+    return Objective(tasks, task_weights, built_w, built_a)
+
+
+def _arguments(cls: type) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(cls).parameters)

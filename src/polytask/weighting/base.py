@@ -1,0 +1,98 @@
+"""What every loss weighting provides, and the registry they join.
+
+A loss weighting maps the per-task losses ``L [T]`` to weights ``w [T]``; the caller forms
+``Σ_t w_t L_t + regularizer()`` and backpropagates it once. The maths here never calls
+autograd: weights are detached from the losses, and only methods with learned parameters
+(``uncertainty``, ``gradnorm``) return tensors that the caller's single backward trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from polytask.registry import Registry
+
+__all__ = ["WEIGHTINGS", "LossWeighting", "SeededState"]
+
+
+class SeededState(nn.Module):
+    """Mixin for methods that draw random numbers: a private, checkpointed generator.
+
+    The generator's state lives in the ``rng_state`` buffer (a plain uint8 tensor), so
+    ``state_dict()`` carries it and safetensors can store it; the global torch RNG is never
+    touched. Call :meth:`_init_rng` in ``__init__`` and draw inside ``with self._rng() as g``.
+    """
+
+    rng_state: Tensor
+
+    def _init_rng(self, seed: int) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.seed = seed
+        self.register_buffer("rng_state", torch.Generator().manual_seed(seed).get_state())
+
+    @contextmanager
+    def _rng(self) -> Iterator[torch.Generator]:
+        generator = torch.Generator()
+        generator.set_state(self.rng_state.detach().cpu())
+        yield generator
+        self.rng_state.copy_(generator.get_state())
+
+
+class LossWeighting(nn.Module):
+    """Base class: per-task losses ``[T]`` → weights ``[T]``.
+
+    The training loop calls, every step: ``w = weighting(losses)``, adds
+    ``Σ w_t L_t + weighting.regularizer()`` (plus ``weighting.balancing_loss(norms, losses)``
+    when :attr:`needs_grad_norms`), steps the optimiser (which also holds
+    ``weighting.parameters()``), then ``weighting.observe(new_losses)``.
+
+    >>> WEIGHTINGS.get("equal")(n_tasks=2)(torch.tensor([0.3, 2.0]))
+    tensor([1., 1.])
+    """
+
+    #: Whether the caller must pass per-task gradient norms to :meth:`balancing_loss`.
+    needs_grad_norms: ClassVar[bool] = False
+    #: Whether :meth:`observe` wants the losses of the *same batch* re-evaluated after the
+    #: optimiser step (FAMO's official update; costs one extra no-grad forward per step).
+    observes_same_batch: ClassVar[bool] = False
+    #: Whether permuting the tasks' losses permutes the weights the same way.
+    permutation_equivariant: ClassVar[bool] = True
+
+    def __init__(self, n_tasks: int) -> None:
+        super().__init__()
+        if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or n_tasks < 1:
+            raise ValueError(f"n_tasks must be a positive integer, got {n_tasks!r}")
+        self.n_tasks = n_tasks
+
+    def extra_repr(self) -> str:
+        return f"n_tasks={self.n_tasks}"
+
+    def forward(self, losses: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def regularizer(self) -> Tensor:
+        """A scalar the caller adds to the weighted total (zero unless the method learns)."""
+        return torch.zeros(())
+
+    def observe(self, losses: Tensor) -> None:
+        """Called once per step, after the optimiser step, with the new detached losses."""
+        self._check(losses)
+
+    def balancing_loss(self, grad_norms: Tensor, losses: Tensor) -> Tensor:
+        """The extra objective of methods that balance gradient norms (see ``gradnorm``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not use gradient norms")
+
+    def _check(self, losses: Tensor) -> Tensor:
+        """``losses`` detached, after checking it is a vector of ``n_tasks`` values."""
+        if losses.shape != (self.n_tasks,):
+            raise ValueError(f"expected losses [{self.n_tasks}], got {list(losses.shape)}")
+        return losses.detach()
+
+
+WEIGHTINGS: Registry[type[LossWeighting]] = Registry("loss weighting")
