@@ -122,3 +122,11 @@ def test_tagging_spans() -> None:
         {"type": "per", "start": 0, "end": 2, "text": "Ada Lovelace"},
         {"type": "loc", "start": 3, "end": 4, "text": "London"},
     ]
+
+
+def test_tagging_piece_level_decode() -> None:
+    tt = task_type("tagging")
+    spec = tt.fit_spec(cfg("tagging"), [["O", "B-per"]], where)
+    logits = torch.zeros(1, 3, len(spec.labels))
+    logits[0, 1, spec.labels.index("B-per")] = 1.0
+    assert tt.decode(spec, logits) == [{"piece_tags": ["O", "B-per", "O"]}]

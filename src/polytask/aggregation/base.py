@@ -15,6 +15,7 @@ that all-reduces the Gramian and starts from the same state computes the same up
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
@@ -41,7 +42,7 @@ def normalized(gramian: Array) -> Array:
     return gramian / trace if trace > 0.0 else gramian
 
 
-class Aggregator(nn.Module):
+class Aggregator(nn.Module, ABC):
     """Base class: per-task gradients ``G [T, P]`` (or their Gramian) → one update ``[P]``.
 
     Subclasses implement :meth:`_weights` on a float64 NumPy Gramian and declare the
@@ -117,13 +118,14 @@ class Aggregator(nn.Module):
             coefficients = np.full(T, np.nan)
         return torch.as_tensor(coefficients, dtype=gramian.dtype, device=gramian.device)
 
+    @abstractmethod
     def _weights(self, gramian: Array, losses: Array | None, eps: float) -> Array:
         """The method: a symmetric float64 Gramian → float64 coefficients.
 
         ``eps`` is the machine epsilon of the precision the Gramian was computed in, for
         rank decisions that must not mistake float32 rounding noise for signal.
         """
-        raise NotImplementedError
+        ...
 
 
 AGGREGATORS: Registry[type[Aggregator]] = Registry("gradient aggregator")

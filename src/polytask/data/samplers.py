@@ -7,12 +7,14 @@ same sequence of tasks.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 from polytask.registry import Registry
 
 
-class Sampler:
+class Sampler(ABC):
     """Base: per-step task probabilities, then ``k`` distinct tasks drawn from them."""
 
     def __init__(self, sizes: list[int], seed: int) -> None:
@@ -21,9 +23,10 @@ class Sampler:
         self.sizes = torch.tensor(sizes, dtype=torch.float64)
         self.generator = torch.Generator().manual_seed(seed)
 
+    @abstractmethod
     def probabilities(self, step: int, total_steps: int) -> torch.Tensor:
         """Probability of each task at ``step`` (of ``total_steps``)."""
-        raise NotImplementedError
+        ...
 
     def sample(self, step: int, total_steps: int, k: int) -> list[int]:
         """Indices of the ``k`` distinct tasks trained at ``step``, in task order."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from polytask.registry import Registry
 from polytask.tasks import TaskSpec
 
 
-class MultiTaskModel(nn.Module):
+class MultiTaskModel(nn.Module, ABC):
     """Base class: maps a concatenated multi-task batch to each task's head output.
 
     ``forward`` returns ``{task: logits}`` for the tasks present in ``segments``: ``[n, C]``
@@ -21,26 +22,29 @@ class MultiTaskModel(nn.Module):
 
     specs: dict[str, TaskSpec]
 
+    @abstractmethod
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None,
         segments: list[Segment],
-    ) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+    ) -> dict[str, torch.Tensor]: ...
 
+    @abstractmethod
     def shared_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Parameters every task's loss can reach (the shared encoder)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def task_parameters(self, task: str) -> list[tuple[str, nn.Parameter]]:
         """Parameters only ``task``'s loss reaches (its head)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Plain arguments that rebuild this architecture (saved in ``polytask.json``)."""
-        raise NotImplementedError
+        ...
 
 
 ARCHITECTURES: Registry[type[MultiTaskModel]] = Registry("architecture")

@@ -7,6 +7,7 @@ the model so that serving rebuilds the same heads and decodes the same way.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -46,30 +47,34 @@ class TaskSpec:
         return cls(**data)
 
 
-class TaskType:
+class TaskType(ABC):
     """Base class of a task type; subclasses register themselves in :data:`TASK_TYPES`."""
 
     level: ClassVar[Literal["sequence", "token"]] = "sequence"
     primary_metric: ClassVar[str] = "accuracy"
 
+    @abstractmethod
     def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
         """Build the task's spec from its config and the raw training labels."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
         """Validate and encode one raw label; ``None`` means unlabelled (masked out)."""
-        raise NotImplementedError
+        ...
 
-    def num_outputs(self, spec: TaskSpec) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def num_outputs(self, spec: TaskSpec) -> int: ...
 
+    @abstractmethod
     def collate(self, spec: TaskSpec, labels: list[Any]) -> torch.Tensor:
         """Stack encoded labels of one micro-batch into a tensor (token labels come aligned)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def loss(self, spec: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean loss over labelled examples; 0 (with a graph) when none is labelled."""
-        raise NotImplementedError
+        ...
 
     def loss_units(self, spec: TaskSpec, labels: torch.Tensor) -> int:
         """How many labelled units :meth:`loss` averages over (rows; tokens for tagging)."""
@@ -78,14 +83,15 @@ class TaskType:
             return int((~torch.isnan(flat) & (flat != IGNORE_INDEX)).sum())
         return int((labels.reshape(len(labels), -1)[:, 0] != IGNORE_INDEX).sum())
 
+    @abstractmethod
     def metrics(
         self, spec: TaskSpec, predictions: list[Any], references: list[Any]
-    ) -> dict[str, float]:
-        raise NotImplementedError
+    ) -> dict[str, float]: ...
 
+    @abstractmethod
     def decode(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
         """Per-example predictions in the task's own terms (label names, values in units)."""
-        raise NotImplementedError
+        ...
 
     def higher_is_better(self, metric: str) -> bool:
         return metric not in {"rmse", "mae", "loss"}

@@ -144,6 +144,12 @@ class Tagging(TaskType):
             / max(1, sum(len(r) for r in refs)),
         }
 
+    def decode(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
+        """Per word piece: the predicted tag of every position (see :meth:`decode_words` for
+        word-level tags and entity spans, which need the word alignment)."""
+        best = logits.argmax(dim=-1).cpu().tolist()
+        return [{"piece_tags": [spec.labels[i] for i in row]} for row in best]
+
     def decode_words(
         self, spec: TaskSpec, words: list[str], tag_indices: list[int]
     ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ autograd: weights are detached from the losses, and only methods with learned pa
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
@@ -44,7 +45,7 @@ class SeededState(nn.Module):
         self.rng_state.copy_(generator.get_state())
 
 
-class LossWeighting(nn.Module):
+class LossWeighting(nn.Module, ABC):
     """Base class: per-task losses ``[T]`` → weights ``[T]``.
 
     The training loop calls, every step: ``w = weighting(losses)``, adds
@@ -73,8 +74,8 @@ class LossWeighting(nn.Module):
     def extra_repr(self) -> str:
         return f"n_tasks={self.n_tasks}"
 
-    def forward(self, losses: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, losses: Tensor) -> Tensor: ...
 
     def regularizer(self) -> Tensor:
         """A scalar the caller adds to the weighted total (zero unless the method learns)."""
