@@ -36,9 +36,6 @@ class PCGrad(SeededState, Aggregator):
         super().__init__(n_tasks)
         self._init_rng(seed)
 
-    def extra_repr(self) -> str:
-        return f"n_tasks={self.n_tasks}, seed={self.seed}"
-
     def _weights(self, gramian: Array, losses: Array | None, eps: float) -> Array:
         G = normalized(gramian)  # scale-free: coefficients do not depend on the scale
         T = self.n_tasks

@@ -37,6 +37,11 @@ class SeededState(nn.Module):
         self.seed = seed
         self.register_buffer("rng_state", torch.Generator().manual_seed(seed).get_state())
 
+    def extra_repr(self) -> str:
+        # the method's own repr first (n_tasks and its other hyperparameters), then the seed
+        base: str = super().extra_repr()
+        return f"{base}, seed={self.seed}" if base else f"seed={self.seed}"
+
     @contextmanager
     def _rng(self) -> Iterator[torch.Generator]:
         generator = torch.Generator()

@@ -31,9 +31,6 @@ class RLW(SeededState, LossWeighting):
         super().__init__(n_tasks)
         self._init_rng(seed)
 
-    def extra_repr(self) -> str:
-        return f"n_tasks={self.n_tasks}, seed={self.seed}"
-
     def forward(self, losses: Tensor) -> Tensor:
         losses = self._check(losses)
         with self._rng() as generator:
