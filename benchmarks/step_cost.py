@@ -10,6 +10,11 @@ A step is forward + backward (+ aggregation and writing ``.grad``), no optimiser
 * ``equal``: one backward of ``Σ_t L_t`` — the denominator of every ratio;
 * ``polytask-segments`` / ``polytask-exact`` / ``polytask-representation``: polytask's
   engine (:class:`polytask.autograd.PerTaskGradients`) with every registered aggregator;
+  ``aggregate_ms`` is the median time of the aggregator's own maths (its solver) per step;
+* ``polytask-weighting``: polytask's :class:`polytask.objective.Objective` with every
+  registered loss weighting (``sum`` aggregator), as the training loop runs it — FAMO
+  includes its extra no-grad forward (``famo[next_batch]``: the variant without it),
+  GradNorm its per-task gradient norms;
 * ``naive-loop``: one ``backward(retain_graph=True)`` per task, flattened ``[T, P]`` matrix,
   polytask's UPGrad on it, gradient copied back (the LibMTL pattern);
 * ``torchjd``: torchjd 0.18 ``autojac.mtl_backward`` on the encoder's last hidden state,
@@ -39,7 +44,7 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results" / "step_cost.json"
 ENCODER = "bundled:all-minilm-l6-v2"
 IMPLS = {
-    "multi-input": ("equal", "polytask-segments", "naive-loop", "torchjd"),
+    "multi-input": ("equal", "polytask-segments", "polytask-weighting", "naive-loop", "torchjd"),
     "single-input": (
         "equal",
         "polytask-exact",
@@ -49,6 +54,7 @@ IMPLS = {
     ),
 }
 Step = Callable[[], None]
+BASELINE = " baseline"  # the equal step's key; no registered method can be named so
 
 
 def _setup(mode: str, n_tasks: int, per_task: int, length: int, seed: int = 0) -> Any:
@@ -88,10 +94,17 @@ def _equal(model: Any, batch: Any) -> dict[str, Step]:
     def step() -> None:
         torch.stack(list(_losses(model, batch).values())).sum().backward()
 
-    return {"equal": step}
+    return {BASELINE: step}
 
 
-def _polytask(model: Any, batch: Any, n_tasks: int, how: str, notes: list[str]) -> dict[str, Step]:
+def _polytask(
+    model: Any,
+    batch: Any,
+    n_tasks: int,
+    how: str,
+    notes: list[str],
+    solver_s: dict[str, list[float]],
+) -> dict[str, Step]:
     import torch
 
     from polytask.autograd import PerTaskGradients
@@ -115,13 +128,58 @@ def _polytask(model: Any, batch: Any, n_tasks: int, how: str, notes: list[str]) 
                 notes.append(f"{name}: {error}")
                 continue
 
-        def step(agg: Any = agg) -> None:
+        spent = solver_s.setdefault(name, [])
+
+        def step(agg: Any = agg, spent: list[float] = spent) -> None:
             with engine.capture(batch[2]):
                 losses = _losses(model, batch)
             values = torch.stack([v.detach() for v in losses.values()])
-            engine.backward(losses, lambda gramian: agg(gramian, values))
+
+            def timed(gramian: Any) -> Any:
+                start = time.perf_counter()
+                weights = agg(gramian, values)
+                spent.append(time.perf_counter() - start)
+                return weights
+
+            engine.backward(losses, timed)
 
         steps[name] = step
+    return steps
+
+
+def _weighting(model: Any, batch: Any, n_tasks: int) -> dict[str, Step]:
+    """Every loss weighting through the training loop's Objective (``sum`` aggregator)."""
+    import torch
+    from accelerate import Accelerator
+
+    from polytask.objective import build_objective
+    from polytask.weighting import WEIGHTINGS
+
+    accelerator = Accelerator(cpu=True)
+    tasks = list(batch[3])
+    steps: dict[str, Step] = {}
+    variants: list[tuple[str, str, dict[str, Any]]] = [(n, n, {}) for n in WEIGHTINGS.names()]
+    variants.append(("famo[next_batch]", "famo", {"update": "next_batch"}))
+    for label, name, kwargs in variants:
+        if name == "static":
+            kwargs = {"weights": [1.0 + t for t in range(n_tasks)]}
+        kinds = ["classification"] * n_tasks
+        objective = build_objective(
+            tasks, dict.fromkeys(tasks, 1.0), kinds, (name, kwargs), ("sum", {})
+        )
+        objective.attach(model)
+
+        def step(objective: Any = objective) -> None:
+            with objective.capture(batch[2]):
+                losses = _losses(model, batch)
+            objective.backward(accelerator, losses)
+            if objective.weighting.observes_same_batch:
+                with torch.no_grad():
+                    objective.observe(_losses(model, batch))
+            else:
+                objective.observe(losses)
+
+        steps[label] = step
     return steps
 
 
@@ -188,8 +246,11 @@ def measure(mode: str, n_tasks: int, impl: str, args: argparse.Namespace) -> dic
     model, batch = _setup(mode, n_tasks, args.per_task, args.length)
     notes: list[str] = []
     steps = _equal(model, batch)
-    if impl.startswith("polytask"):
-        steps |= _polytask(model, batch, n_tasks, impl.split("-")[1], notes)
+    solver_s: dict[str, list[float]] = {}
+    if impl == "polytask-weighting":
+        steps |= _weighting(model, batch, n_tasks)
+    elif impl.startswith("polytask"):
+        steps |= _polytask(model, batch, n_tasks, impl.split("-")[1], notes, solver_s)
     elif impl == "naive-loop":
         steps |= _naive(model, batch, n_tasks, notes)
     elif impl == "torchjd":
@@ -203,14 +264,18 @@ def measure(mode: str, n_tasks: int, impl: str, args: argparse.Namespace) -> dic
             steps[name]()
             if r > 0:
                 times[name].append(time.perf_counter() - start)
-    equal = statistics.median(times["equal"])
-    methods = [n for n in names if n != "equal"] if impl != "equal" else ["equal"]
+        if r == 0:  # forget the warm-up's solver times too
+            for spent in solver_s.values():
+                spent.clear()
+    equal = statistics.median(times[BASELINE])
+    ratios = {n: round(statistics.median(times[n]) / equal, 3) for n in names if n != BASELINE}
     return {
         "mode": mode,
         "T": n_tasks,
         "impl": impl,
         "equal_s": round(equal, 4),
-        "ratios": {n: round(statistics.median(times[n]) / equal, 3) for n in methods},
+        "ratios": ratios if impl != "equal" else {"equal": 1.0},
+        "aggregate_ms": {n: round(1000 * statistics.median(v), 2) for n, v in solver_s.items()},
         "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "notes": notes,
     }
@@ -230,12 +295,16 @@ def _child(mode: str, n_tasks: int, impl: str, args: argparse.Namespace) -> dict
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'mode':<13}{'T':>3}  {'method':<14}{'impl':<25}{'ratio_vs_equal':>15}{'peak_mb':>9}"
+    head = (
+        f"{'mode':<13}{'T':>3}  {'method':<14}{'impl':<25}{'ratio_vs_equal':>15}{'peak_mb':>9}"
+        f"{'aggregate_ms':>14}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r['mode']:<13}{r['T']:>3}  {r['method']:<14}{r['impl']:<25}"
             f"{r['ratio_vs_equal']:>14.2f}x{r['peak_mb']:>9}"
+            + (f"{r['aggregate_ms']:>14.2f}" if r.get("aggregate_ms") is not None else "")
         )
     return "\n".join(lines)
 
@@ -264,6 +333,7 @@ def _run_all(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[
                             "ratio_vs_equal": ratio,
                             "peak_mb": res["peak_mb"],
                             "equal_step_s": res["equal_s"],
+                            "aggregate_ms": res.get("aggregate_ms", {}).get(method),
                         }
                     )
     return rows, errors

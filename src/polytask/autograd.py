@@ -173,7 +173,7 @@ class PerTaskGradients:
         else:
             method = "per-task" if self.fallback else "segments"
         step = self._step = _Step(method, segments)
-        if method == "segments":
+        if method == "segments" or (method == "per-task" and not self.fallback):
             batch = max(s.stop for s in segments)
             step.capture = SegmentCapture(self._modules, self._by_id, batch)
             with step.capture:
@@ -219,6 +219,8 @@ class PerTaskGradients:
             assert step.capture is not None
             rows = task_rows(step.segments, tasks, weighted[0].device)
             pieces, head_grads = step.capture.run(rows, weighted, heads)
+        elif step.capture is not None:  # single-input, hooked: T activation-gradient passes
+            pieces, head_grads = step.capture.run_each(weighted, heads)
         else:
             pieces, head_grads = _per_task_passes([p for _, p in self.shared], weighted, heads)
         shared = [p for _, p in self.shared]
@@ -239,8 +241,7 @@ class PerTaskGradients:
         """The method this step can use: a failed safety check falls back to per-task passes."""
         roots = [loss.grad_fn for loss in weighted if loss.grad_fn is not None]
         reason = None
-        if step.method == "segments":
-            assert step.capture is not None
+        if step.capture is not None:
             reason = step.capture.check(roots)
         elif step.method == "representation":
             if step.z is None or not step.z.requires_grad:
@@ -254,6 +255,7 @@ class PerTaskGradients:
             reason = reason or ("another rank fell back" if flag.item() > 0 else None)
         if reason is not None:
             self._warn(reason)
+            step.capture = None  # plain per-task passes
             return "per-task"
         return step.method
 

@@ -149,6 +149,7 @@ class _Call:
     module: nn.Module
     x: Tensor | None  # the module's input, detached; None once its pieces are computed
     node: Node | None  # grad_fn of the hooked output (reachability)
+    fired: int = -1  # single-input mode: the last task whose pass reached this call
 
 
 class SegmentCapture:
@@ -165,6 +166,12 @@ class SegmentCapture:
         self.pieces: dict[int, Piece] = {}
         self.selectors: list[Selector] = []
         self.active = False
+        # single-input mode (run_each): the pass's task, the task count, the parameters
+        # written in this pass, and each parameter's tasks written so far
+        self.task: int | None = None
+        self.n_tasks = 0
+        self._written: set[int] = set()
+        self._filled: dict[int, set[int]] = {}
         self.seen: set[Node] = set()  # graph nodes reachable from the losses
         self._handles: list[Any] = []
 
@@ -242,17 +249,62 @@ class SegmentCapture:
             raise RuntimeError(
                 f"polytask: shared layers missed their gradient: {missed or self.problems}"
             )
-        # the graph's tensor hooks keep `self` alive until the graph goes: drop the big state
+        sizes = [0, *itertools.accumulate(len(ps) for ps in heads)]
+        return self._release(), [list(grads[a:b]) for a, b in itertools.pairwise(sizes)]
+
+    def run_each(
+        self, weighted: list[Tensor], heads: list[list[nn.Parameter]]
+    ) -> tuple[dict[int, Piece], list[list[Tensor | None]]]:
+        """Single-input: one activation-gradient pass per task over the same graph.
+
+        Every task reads every row, so the split by rows cannot apply; instead each pass
+        backpropagates one task's loss with the shared parameters pruned from autograd's
+        inputs, and the hooks write that task's weight gradients straight into its slot of
+        a ``[T, *shape]`` buffer (embeddings: only the rows the batch's tokens use).
+        """
+        T = self.n_tasks = len(weighted)
+        self.selectors = [slice(None)]
+        head_grads: list[list[Tensor | None]] = []
+        for t, (loss, ps) in enumerate(zip(weighted, heads, strict=True)):
+            self.task, self._written = t, set()
+            inputs: list[Any] = [*ps, *self.leaves]
+            self.active = True
+            try:
+                grads = torch.autograd.grad(loss, inputs, retain_graph=t < T - 1, allow_unused=True)
+            finally:
+                self.active = False
+            head_grads.append(list(grads[: len(ps)]))
+            if loss.grad_fn is not None:
+                _, reached = use_counts([loss.grad_fn])
+                missed = [
+                    type(c.module).__name__
+                    for c in self.calls
+                    if c.node in reached and c.fired != t
+                ]
+                if missed:  # cannot happen after check(); never return wrong grads
+                    raise RuntimeError(f"polytask: shared layers missed their gradient: {missed}")
+        for key, piece in self.pieces.items():  # slots of tasks that never reached a layer
+            for t in set(range(T)) - self._filled.get(key, set()):
+                piece.values[t].zero_()
+        self.task, self._filled = None, {}
+        return self._release(), head_grads
+
+    def _release(self) -> dict[int, Piece]:
+        """The pieces; the graph's tensor hooks keep `self` alive until the graph goes, so
+        the big state is dropped here."""
         pieces, self.pieces = self.pieces, {}
         self.calls, self.leaves, self.seen = [], [], set()
-        sizes = [0, *itertools.accumulate(len(ps) for ps in heads)]
-        return pieces, [list(grads[a:b]) for a, b in itertools.pairwise(sizes)]
+        return pieces
 
     def _backward(self, index: int, grad: Tensor) -> None:
         call = self.calls[index]
         if not self.active or call.x is None:
             return
-        x, call.x = call.x, None
+        x = call.x
+        if self.task is None:  # one pass: the input is no longer needed
+            call.x = None
+        else:
+            call.fired = self.task
         if isinstance(call.module, nn.Embedding):
             self._embedding(call.module, x, grad)
         elif isinstance(call.module, nn.LayerNorm):
@@ -280,20 +332,62 @@ class SegmentCapture:
     ) -> None:
         """Per-task weight (``weight_into(δ_t, rows_t, out)``) and bias ``Σ δ_t`` of a layer."""
         w, b = module.weight, module.bias
-        T = len(self.selectors)
-        W = w.new_empty(T, *w.shape) if w is not None and id(w) in self.shared else None
-        B = b.new_empty(T, *b.shape) if b is not None and id(b) in self.shared else None
+        W = self._slots(w) if w is not None and id(w) in self.shared else None
+        B = self._slots(b) if b is not None and id(b) in self.shared else None
         grad = grad.to(w.dtype if w is not None else grad.dtype)
         for t, rows in enumerate(self.selectors):
             d = grad[rows].reshape(-1, *tail)
             if W is not None:
-                weight_into(d, rows, W[t])
+                weight_into(d, rows, W[0][t])
             if B is not None:
-                torch.sum(d, 0, out=B[t])
-        if W is not None:
-            add_piece(self.pieces, id(module.weight), Piece(W))
-        if B is not None:
-            add_piece(self.pieces, id(b), Piece(B))
+                torch.sum(d, 0, out=B[0][t])
+        for param, slots in ((w, W), (b, B)):
+            if param is not None and slots is not None and not slots[1]:
+                self._commit(id(param), Piece(slots[0]))
+
+    def _slots(self, p: Tensor) -> tuple[Tensor, bool]:
+        """Where a layer writes its per-selector gradients of ``p``, and whether that is
+        already the final buffer (single-input: this task's slot, on its first write)."""
+        if self.task is None:
+            return p.new_empty(len(self.selectors), *p.shape), False
+        piece = self.pieces.get(id(p))
+        if piece is None:  # slots of tasks that never write are zeroed at the end
+            piece = self.pieces[id(p)] = Piece(p.new_empty(self.n_tasks, *p.shape))
+        if id(p) in self._written or piece.rows is not None:
+            return p.new_empty(1, *p.shape), False
+        self._written.add(id(p))
+        self._filled.setdefault(id(p), set()).add(self.task)
+        return piece.values[self.task : self.task + 1], True
+
+    def _commit(self, key: int, piece: Piece) -> None:
+        """Add a piece computed into a temporary (embeddings; a layer called twice)."""
+        if self.task is None:
+            add_piece(self.pieces, key, piece)
+            return
+        old, t = self.pieces.get(key), self.task
+        filled = self._filled.setdefault(key, set())
+        self._written.add(key)
+        if old is not None and old.rows is None and piece.rows is None:
+            same_rows = True
+        else:
+            same_rows = (
+                old is not None
+                and old.rows is not None
+                and piece.rows is not None
+                and torch.equal(old.rows, piece.rows)
+            )
+        if old is not None and same_rows:
+            if t in filled:
+                old.values[t] += piece.values[0]
+            else:
+                old.values[t] = piece.values[0]
+            filled.add(t)
+            return
+        # first piece of an embedding, or other rows: widen to T zeroed slots and merge
+        values = piece.values.new_zeros(self.n_tasks, *piece.values.shape[1:])
+        values[t] = piece.values[0]
+        add_piece(self.pieces, key, Piece(values, piece.rows))
+        filled.update(range(self.n_tasks))  # every slot of a merged piece is defined
 
     def _embedding(self, module: nn.Embedding, ids: Tensor, grad: Tensor) -> None:
         """Per-task index-add of the output gradient into the rows each task's tokens used."""
@@ -307,7 +401,7 @@ class SegmentCapture:
             values[t].index_add_(0, inverse[sel].reshape(-1), grad[sel].reshape(-1, width).to(w))
         if module.padding_idx is not None:  # autograd leaves the padding row's gradient at 0
             values[:, rows == module.padding_idx] = 0
-        add_piece(self.pieces, id(w), Piece(values, rows))
+        self._commit(id(w), Piece(values, rows))
 
 
 def world_size() -> int:

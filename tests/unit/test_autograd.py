@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import polytask.autograd
 from polytask.autograd import GradStats, PerTaskGradients, gramian_to_cosine
 from polytask.data.batching import Segment
 
@@ -194,7 +195,13 @@ def test_parameter_used_outside_its_layer_falls_back_exactly() -> None:
 
 
 @pytest.mark.parametrize("dropout", [False, True])
-def test_single_input_exact_equals_autograd(dropout: bool) -> None:
+def test_single_input_exact_equals_autograd(dropout: bool, monkeypatch: Any) -> None:
+    """The hooked path (T activation-gradient passes, weight gradients by the hooks)."""
+
+    def unhooked(*args: Any) -> None:
+        raise AssertionError("the plain per-task passes ran instead of the hooked ones")
+
+    monkeypatch.setattr(polytask.autograd, "_per_task_passes", unhooked)
     model = tiny_bert_model(3)
     model.train(dropout)
     engine = PerTaskGradients(model)

@@ -35,6 +35,7 @@ def test_unknown_name_suggests_the_closest() -> None:
         ("famo", {"lr": 0.0}),
         ("famo", {"betas": (0.9, 1.0)}),
         ("famo", {"min_losses": [0.0]}),
+        ("famo", {"update": "previous_batch"}),
         ("gradnorm", {"alpha": -1.0}),
         ("rlw", {"seed": "0"}),
     ],
@@ -104,6 +105,23 @@ def test_famo_favours_the_task_that_improves_least() -> None:
     weights = weighting(torch.tensor([1.0, 1.0]))
     assert weights[1] > weights[0]
     torch.testing.assert_close(weights.sum(), torch.tensor(1.0))
+
+
+def test_famo_next_batch_updates_from_consecutive_losses() -> None:
+    """next_batch: the logits move on the next forward, exactly as same_batch's observe
+    would move them with those losses, and observe itself changes nothing."""
+    sequence = [torch.tensor(v) for v in ([1.0, 2.0], [0.6, 1.9], [0.5, 1.7], [0.3, 1.8])]
+    same, nxt = make("famo", 2), make("famo", 2, update="next_batch")
+    assert same.observes_same_batch and not nxt.observes_same_batch
+    for before, after in zip(sequence, sequence[1:], strict=False):
+        same(before)
+        same.observe(after)
+        nxt(before)
+        nxt.observe(before)  # the loop's observe with this step's own losses: a no-op
+    nxt(sequence[-1])
+    assert int(nxt.steps) == int(same.steps) == 3
+    torch.testing.assert_close(nxt.logits, same.logits, rtol=0, atol=0)
+    assert nxt.logits[1] > nxt.logits[0]  # task 1 falls more slowly
 
 
 def test_famo_min_losses_shift_the_gap() -> None:

@@ -66,7 +66,8 @@ class LossWeighting(nn.Module, ABC):
     needs_grad_norms: ClassVar[bool] = False
     #: Whether :meth:`observe` wants the losses of the *same batch* re-evaluated after the
     #: optimiser step (FAMO's official update; costs one extra no-grad forward per step).
-    observes_same_batch: ClassVar[bool] = False
+    #: An instance attribute: a method may decide it from its arguments.
+    observes_same_batch: bool = False
     #: Whether permuting the tasks' losses permutes the weights the same way.
     permutation_equivariant: ClassVar[bool] = True
 
