@@ -115,18 +115,45 @@ class EncoderConfig(StrictModel):
     max_length: int = Field(default=128, ge=8, le=8192)
 
 
-class ArchitectureConfig(StrictModel):
-    """How tasks share parameters. ``hard``: one encoder, one head per task."""
+#: Constructor arguments of every architecture that polytask fills itself.
+ARCHITECTURE_SUPPLIED = ("self", "encoder", "specs", "pooling", "head_hidden", "head_dropout")
+
+
+class ArchitectureConfig(BaseModel):
+    """How tasks share parameters: ``{name: soft, penalty: 0.01}``.
+
+    ``hard`` (default): one encoder, one head per task. ``head_hidden``/``head_dropout``
+    shape every architecture's heads; the other keys are the architecture's own
+    constructor arguments (``polytask ls`` lists architectures), checked against its
+    signature at load.
+    """
+
+    model_config = ConfigDict(extra="allow")
 
     name: str = "hard"
     head_hidden: int | None = Field(default=None, gt=0)
     head_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
 
-    @model_validator(mode="after")
-    def _check_name(self) -> ArchitectureConfig:
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The architecture's own arguments, validated and typed by its signature."""
+        from polytask.methods import bind
         from polytask.models import ARCHITECTURES
 
-        ARCHITECTURES.get(self.name)
+        return bind(
+            ARCHITECTURES,
+            self.name,
+            dict(self.model_extra or {}),
+            "architecture",
+            supplied=ARCHITECTURE_SUPPLIED,
+        )
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ArchitectureConfig:
+        try:
+            self.kwargs  # noqa: B018 - validates the name and the arguments
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 

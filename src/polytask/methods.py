@@ -21,14 +21,23 @@ from polytask.registry import Registry, did_you_mean
 SUPPLIED = ("self", "n_tasks")
 
 
-def bind(registry: Registry[Any], name: str, kwargs: dict[str, Any], where: str) -> dict[str, Any]:
-    """Validate ``kwargs`` against the constructor of ``registry.get(name)``; typed values back."""
+def bind(
+    registry: Registry[Any],
+    name: str,
+    kwargs: dict[str, Any],
+    where: str,
+    supplied: tuple[str, ...] = SUPPLIED,
+) -> dict[str, Any]:
+    """Validate ``kwargs`` against the constructor of ``registry.get(name)``; typed values back.
+
+    ``supplied`` names the constructor arguments polytask fills itself (not configurable).
+    """
     cls = registry.get(name)
     signature = inspect.signature(cls.__init__)
     hints = typing.get_type_hints(cls.__init__)
     fields: dict[str, Any] = {}
     for arg, param in signature.parameters.items():
-        if arg in SUPPLIED or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if arg in supplied or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[arg] = (hints.get(arg, Any), default)

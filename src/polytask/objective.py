@@ -65,11 +65,40 @@ class Objective(nn.Module):
     def _vector(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack([losses[t].detach().float() for t in self.tasks])
 
-    def backward(self, accelerator: Accelerator, losses: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """Backpropagate this step's objective; returns what to log (weights, norms, cosines)."""
+    def backward(
+        self,
+        accelerator: Accelerator,
+        losses: dict[str, torch.Tensor],
+        extra: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, Any]:
+        """Backpropagate this step's objective; returns what to log (weights, norms, cosines).
+
+        ``extra`` are the architecture's own loss terms (``model.regularization()``): added
+        as they are, outside weighting and aggregation, and logged as ``regularization``.
+        """
+        extra = {k: v for k, v in (extra or {}).items() if v.requires_grad}
+        if extra and self._engine is not None and all(t in losses for t in self.tasks):
+            # the engine frees the forward graph: backpropagate the extra terms first
+            total = torch.stack([v.float() for v in extra.values()]).sum()
+            accelerator.backward(total, retain_graph=True)
+            log = self._backward(accelerator, losses, {})
+        else:
+            log = self._backward(accelerator, losses, extra)
+        if extra:
+            log["regularization"] = {k: round(float(v.detach()), 6) for k, v in extra.items()}
+        return log
+
+    def _backward(
+        self,
+        accelerator: Accelerator,
+        losses: dict[str, torch.Tensor],
+        extra: dict[str, torch.Tensor],
+    ) -> dict[str, Any]:
         if any(t not in losses for t in self.tasks):  # a subset step: equal/static only
             weights = {t: self.task_weights[t] for t in losses}
-            autograd.weighted_backward(accelerator, losses, weights)
+            autograd.weighted_backward(
+                accelerator, {**losses, **extra}, {**weights, **dict.fromkeys(extra, 1.0)}
+            )
             return {}
         device = next(iter(losses.values())).device
         w = self.weighting(self._vector(losses).to(device))
@@ -81,6 +110,7 @@ class Objective(nn.Module):
             coef = w * static * scale.to(w)
             terms = {t: losses[t] * coef[i] for i, t in enumerate(self.tasks)}
             terms["_regularizer"] = regularizer
+            terms.update({f"_extra_{k}": v for k, v in extra.items()})
             autograd.weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
             return log
         coef = (w * static).detach()

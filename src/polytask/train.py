@@ -69,6 +69,7 @@ def build(config: RunConfig) -> Setup:
         pooling=config.encoder.pooling,
         head_hidden=arch.head_hidden,
         head_dropout=arch.head_dropout,
+        **arch.kwargs,
     )
     specs = [d.spec for d in data.values()]
     objective = build_objective(
@@ -200,7 +201,8 @@ def _step(
     fwd = accelerator.unwrap_model(model) if objective.needs_task_gradients else model
     with accelerator.autocast(), objective.capture(batch.segments):
         losses = task_losses(fwd, batch, setup.specs)
-    extra = objective.backward(accelerator, losses)
+        regularization = accelerator.unwrap_model(model).regularization()
+    extra = objective.backward(accelerator, losses, regularization)
     if tc.max_grad_norm is not None:
         accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
     optimizer.step()
@@ -268,8 +270,10 @@ def _finish(
     load_model(model, str(run_dir / BEST / ckpt.MODEL_FILE))
     tc, names = setup.config.train, list(setup.specs)
     tasks: dict[str, Any] = {}
+    report: dict[str, Any] = {}
     for split in ("validation", "test"):
         splits = {n: setup.data[n].splits[split] for n in names if split in setup.data[n].splits}
+        model.reset_report()
         for n, m in evaluate(
             model, splits, setup.specs, tc.eval_batch_size, pad_id, device, with_majority=True
         ).items():
@@ -277,6 +281,9 @@ def _finish(
                 tasks.setdefault(n, {})["majority_accuracy"] = m.pop("majority_accuracy")
             m.pop("majority_accuracy", None)
             tasks.setdefault(n, {})[split] = m
+        report = model.report() or report  # the architecture's diagnostics on test
+    if report:
+        ckpt.write_json(run_dir / "report.json", report)
     final = {
         "tasks": tasks,
         "primary_task": setup.config.primary,

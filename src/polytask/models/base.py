@@ -46,5 +46,22 @@ class MultiTaskModel(nn.Module, ABC):
         """Plain arguments that rebuild this architecture (saved in ``polytask.json``)."""
         ...
 
+    def regularization(self) -> dict[str, torch.Tensor]:
+        """Extra loss terms of the architecture for the latest training forward, already
+        scaled by their coefficients: ``{"soft_penalty": ..., "load_balance": ...}``.
+
+        The training loop adds them to the objective (outside loss weighting and gradient
+        aggregation: they belong to no task) and logs their values. Default: none.
+        """
+        return {}
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready diagnostics gathered since :meth:`reset_report` (e.g. MoE routing
+        shares per task); written to ``report.json`` and shown by ``eval``. Default: none."""
+        return {}
+
+    def reset_report(self) -> None:
+        """Start gathering :meth:`report` afresh (called before each evaluation)."""
+
 
 ARCHITECTURES: Registry[type[MultiTaskModel]] = Registry("architecture")
