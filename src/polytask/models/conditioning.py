@@ -45,14 +45,12 @@ class TaskConditioned(HardSharing):
         token_type_ids: torch.Tensor | None,
         segments: list[Segment],
     ) -> dict[str, torch.Tensor]:
+        if shared_rows(segments):
+            return self._forward_per_task(input_ids, attention_mask, token_type_ids, segments)
         none = len(self.task_index)  # rows of no task: identity conditioning
         rows = torch.full((input_ids.shape[0],), none, dtype=torch.long, device=input_ids.device)
         for seg in segments:
-            claimed = rows[seg.start : seg.stop]
-            task = self.task_index[seg.task]
-            if bool(((claimed != none) & (claimed != task)).any()):
-                return self._forward_per_task(input_ids, attention_mask, token_type_ids, segments)
-            claimed.fill_(task)
+            rows[seg.start : seg.stop] = self.task_index[seg.task]
         return self._conditioned(rows, input_ids, attention_mask, token_type_ids, segments)
 
     def _conditioned(
@@ -98,6 +96,12 @@ class TaskConditioned(HardSharing):
         if self._rows is None:
             raise RuntimeError("per_row is only defined inside the model's forward")
         return table[self._rows]
+
+
+def shared_rows(segments: list[Segment]) -> bool:
+    """Whether two different tasks claim a common row (a single-input batch)."""
+    spans = sorted((s.start, s.stop, s.task) for s in segments if s.stop > s.start)
+    return any(b[0] < a[1] and a[2] != b[2] for i, a in enumerate(spans) for b in spans[i + 1 :])
 
 
 def replace_hidden(out: object, change: torch.Tensor) -> object:

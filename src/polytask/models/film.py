@@ -1,4 +1,4 @@
-"""FiLM conditioning: per-task scale and shift of the encoder layers' outputs (Perez et al. 2018)."""
+"""FiLM: per-task scale and shift of the encoder layers' outputs (Perez et al. 2018)."""
 
 from __future__ import annotations
 
