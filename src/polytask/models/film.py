@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -65,12 +65,16 @@ class FiLM(TaskConditioned):
         if not self.conditioning:
             return None
         h = hidden_of(out)
-        maps = [self.film[task][layer] for task in self.task_index]
+        maps = [self.modulation(task, layer) for task in self.task_index]
         gamma = torch.stack([*(m.gamma for m in maps), torch.ones_like(maps[0].gamma)])
         beta = torch.stack([*(m.beta for m in maps), torch.zeros_like(maps[0].beta)])
         scale = self.per_row(gamma.to(h.dtype))[:, None, :]  # [B, 1, H]
         shift = self.per_row(beta.to(h.dtype))[:, None, :]
         return replace_hidden(out, torch.addcmul(shift, h, scale))
+
+    def modulation(self, task: str, layer: str) -> Modulation:
+        """Task ``task``'s ``γ, β`` of encoder layer ``layer`` (its index, as a string)."""
+        return cast(Modulation, cast(nn.ModuleDict, self.film[task])[layer])
 
     def task_parameters(self, task: str) -> list[tuple[str, nn.Parameter]]:
         return [
