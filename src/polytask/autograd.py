@@ -42,8 +42,8 @@ never through DDP's reducer hooks. Every rank must pass the same tasks in the sa
 
 from __future__ import annotations
 
-import warnings
 import itertools
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -324,7 +324,9 @@ def _unshared_step(
     _write(heads, [list(grads[a:b]) for a, b in itertools.pairwise(sizes)])
     T = len(tasks)
     gramian = torch.zeros(T, T, dtype=torch.float64)
-    return _stats(tasks, gramian, torch.ones(T, dtype=torch.float64), "unshared", {} if keep else None)
+    return _stats(
+        tasks, gramian, torch.ones(T, dtype=torch.float64), "unshared", {} if keep else None
+    )
 
 
 def _per_task_passes(

@@ -203,7 +203,10 @@ def test_parameter_accounting_by_hand() -> None:
     pooler = h * h + h
     encoder = embeddings + L * layer + pooler
     inner = h // 2
-    head = {"t0": (h * inner + inner) + (inner * 3 + 3), "t1": (h * inner + inner) + (inner * 2 + 2)}
+    head = {
+        "t0": (h * inner + inner) + (inner * 3 + 3),
+        "t1": (h * inner + inner) + (inner * 2 + 2),
+    }
     head["t2"] = (h * inner + inner) + (inner * 1 + 1)
     counts = count_parameters(model)
     assert counts["shared"] == 0

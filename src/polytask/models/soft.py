@@ -58,7 +58,7 @@ class SoftPenalty(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, penalty: float, scratch: list[Tensor], n: int, *params: Tensor
     ) -> Tensor:
         T = len(params) // n
@@ -75,7 +75,7 @@ class SoftPenalty(torch.autograd.Function):
         return value.to(params[0].dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         grads, ctx.grads = ctx.grads, None
         if float(grad_output) != 1.0:  # the objective sums terms: almost always exactly 1
             torch._foreach_mul_(grads, grad_output)
@@ -145,13 +145,13 @@ class SoftSharing(MultiTaskModel):
         token_type_ids: Tensor | None,
         segments: list[Segment],
     ) -> dict[str, Tensor]:
-        out = {}
+        out: dict[str, Tensor] = {}
         for seg in segments:
             rows = slice(seg.start, seg.stop)
             mask = attention_mask[rows]
             used = mask.any(0).nonzero()  # drop padding columns no row of this task uses
             width = int(used.max()) + 1 if used.numel() else 1
-            kwargs = {}
+            kwargs: dict[str, Tensor] = {}
             if token_type_ids is not None:
                 kwargs["token_type_ids"] = token_type_ids[rows, :width]
             hidden = self.encoders[seg.task](
@@ -181,7 +181,7 @@ class SoftSharing(MultiTaskModel):
             for n, p in enc.named_parameters()
         ]
 
-    def tied_parameters(self) -> list[list[Tensor]]:
+    def tied_parameters(self) -> list[list[nn.Parameter]]:
         """The penalised parameters: one list per task copy, in corresponding order."""
         out = []
         for enc in self.encoders.values():
