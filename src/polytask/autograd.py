@@ -24,6 +24,9 @@ Methods (``GradStats.method``), chosen per step from the batch layout:
   parameters; then ONE encoder backward of ``Σ_t c_t ∂(w_t L_t)/∂z``, which writes exactly
   ``Σ_t c_t g_t``. Only ``c`` is approximate. ≈ 1.0–1.1×.
 
+* ``"unshared"`` — the model shares no parameters (soft sharing): one backward, each task's
+  parameters get ``∇(w_t L_t)``; the Gramian is zero and ``c = 1`` (nothing to combine).
+
 ``g_t`` is the gradient of the weighted loss ``w_t L_t``. ``.grad`` is accumulated as autograd
 does (added when it exists). Data parallel: with ``torch.distributed`` initialised (world
 size > 1) the per-task pieces (or, for ``"representation"``, the Gramian) are all-reduced
@@ -39,6 +42,7 @@ never through DDP's reducer hooks. Every rank must pass the same tasks in the sa
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -89,7 +93,7 @@ class GradStats:
     weights: Tensor  # [T] the coefficients c from ``combine``
     norms: Tensor  # [T] ‖g_t‖
     cosine: Tensor  # [T, T] cos(g_s, g_t); 0 where a gradient is zero
-    method: str  # "segments" | "per-task" | "representation"
+    method: str  # "segments" | "per-task" | "representation" | "unshared"
     # if asked for: parameter name -> [T, *shape]; "representation" -> [T, *z.shape]
     task_grads: dict[str, Tensor] | None = None
 
@@ -150,9 +154,17 @@ class PerTaskGradients:
             if type(m) in SUPPORTED and any(id(p) in self._by_id for p in m.parameters(False))
         ]
         self._representation = representation
-        if single_input == "representation" and representation is None:
+        if single_input == "representation" and representation is None and self.shared:
             self._representation = _owner_of(model, set(self._by_id))
         self._step: _Step | None = None
+        if not self.shared:
+            warnings.warn(
+                "polytask: the model shares no parameters (e.g. soft sharing): the gradient "
+                "aggregator has nothing to combine (every task's gradient is applied as is) and "
+                "the shared gradient norms are 0",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _warn(self, reason: str) -> None:
         if reason not in self._warned:
@@ -168,6 +180,10 @@ class PerTaskGradients:
     def capture(self, segments: Sequence[Segment]) -> Iterator[None]:
         """Wrap the model's forward of a batch laid out as ``segments``."""
         segments = list(segments)
+        if not self.shared:
+            self._step = _Step("unshared", segments)
+            yield
+            return
         if overlapping(segments):
             method = "representation" if self.single_input == "representation" else "per-task"
         else:
@@ -212,6 +228,8 @@ class PerTaskGradients:
         w = loss_weights or {}
         weighted = [losses[t] * w.get(t, 1.0) for t in tasks]
         heads = [[p for _, p in self.model.task_parameters(t) if p.requires_grad] for t in tasks]
+        if step.method == "unshared":
+            return _unshared_step(tasks, weighted, heads, keep_task_grads)
         method = self._check(step, weighted)
         if method == "representation":
             return self._representation_step(step, tasks, weighted, heads, combine, keep_task_grads)
@@ -292,6 +310,23 @@ class PerTaskGradients:
         _write([shared, *heads], [grads, *head_grads])
         kept = {"representation": Z} if keep else None
         return _stats(tasks, gramian, c, "representation", kept)
+
+
+def _unshared_step(
+    tasks: list[str], weighted: list[Tensor], heads: list[list[nn.Parameter]], keep: bool
+) -> GradStats:
+    """No shared parameters: ONE backward of ``Σ_t w_t L_t`` gives each task's own parameters
+    exactly ``∇(w_t L_t)`` (no other loss reaches them). Nothing to combine: the Gramian of
+    the (empty) shared gradients is zero and ``c = 1``; the aggregator is not called."""
+    inputs = [p for ps in heads for p in ps]
+    grads = torch.autograd.grad(torch.stack(weighted).sum(), inputs, allow_unused=True)
+    sizes = [0, *itertools.accumulate(len(ps) for ps in heads)]
+    _write(heads, [list(grads[a:b]) for a, b in itertools.pairwise(sizes)])
+    T = len(tasks)
+    gramian = torch.zeros(T, T, dtype=torch.float64)
+    return _stats(
+        tasks, gramian, torch.ones(T, dtype=torch.float64), "unshared", {} if keep else None
+    )
 
 
 def _per_task_passes(

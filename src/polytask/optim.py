@@ -32,22 +32,23 @@ def build_optimizer(
     weight_decay: float,
     extra: Iterable[torch.nn.Parameter] = (),
 ) -> torch.optim.Optimizer:
-    """AdamW; heads (and ``extra``, e.g. learned loss weights) may get their own learning
-    rate; no weight decay on biases, norms or ``extra``."""
-    shared = {id(p) for _, p in model.shared_parameters()}
+    """AdamW; the encoder parameters (``model.encoder_parameters()``) train at ``lr``, heads
+    (and ``extra``, e.g. learned loss weights) may get their own learning rate; no weight
+    decay on biases, norms or ``extra``."""
+    encoder = {id(p) for _, p in model.encoder_parameters()}
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         no_decay = p.ndim < 2 or "norm" in name.lower()
-        groups.setdefault((id(p) in shared, no_decay), []).append(p)
+        groups.setdefault((id(p) in encoder, no_decay), []).append(p)
     param_groups: list[dict[str, Any]] = [
         {
             "params": ps,
-            "lr": lr if is_shared else (head_lr or lr),
+            "lr": lr if is_encoder else (head_lr or lr),
             "weight_decay": 0.0 if nd else weight_decay,
         }
-        for (is_shared, nd), ps in sorted(groups.items())
+        for (is_encoder, nd), ps in sorted(groups.items())
     ]
     extra = [p for p in extra if p.requires_grad]
     if extra:

@@ -1,6 +1,6 @@
 """Architectures. Importing this package registers every built-in one in :data:`ARCHITECTURES`."""
 
-from polytask.models import film, hard, task_embedding
+from polytask.models import film, hard, soft, task_embedding
 from polytask.models.base import ARCHITECTURES, MultiTaskModel
 
-__all__ = ["ARCHITECTURES", "MultiTaskModel", "film", "hard", "task_embedding"]
+__all__ = ["ARCHITECTURES", "MultiTaskModel", "film", "hard", "soft", "task_embedding"]

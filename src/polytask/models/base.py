@@ -41,6 +41,11 @@ class MultiTaskModel(nn.Module, ABC):
         """Parameters only ``task``'s loss reaches (its head)."""
         ...
 
+    def encoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Pretrained parameters, trained at ``train.lr``; every other parameter (heads, new
+        modules) gets ``train.head_lr``. Default: the shared parameters."""
+        return self.shared_parameters()
+
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """Plain arguments that rebuild this architecture (saved in ``polytask.json``)."""
