@@ -174,7 +174,10 @@ class SwitchSharing(HardSharing):
             onehot.append(F.one_hot(layer.chosen, self.n_experts).sum(dim=-2).float())
         self._balance_loss = None
         if self.training and torch.is_grad_enabled() and self.balance > 0:
-            terms = [self._balance(layer.probs, hits, mask) for layer, hits in zip(self.moe, onehot)]
+            terms = [
+                self._balance(layer.probs, hits, mask)
+                for layer, hits in zip(self.moe, onehot, strict=True)
+            ]
             self._balance_loss = self.balance * torch.stack(terms).sum()
         hits = torch.stack(onehot)  # [layers, B, L, E]: tokens' top-k choices
         for seg in segments:
@@ -217,9 +220,11 @@ class SwitchSharing(HardSharing):
         body = self.tally.report()
         for entry in body["tasks"].values():
             entry["unit"] = "tokens"
-        return {"routing": {"architecture": "switch", "top_k": self.top_k, **body}} if body[
-            "tasks"
-        ] else {}
+        return (
+            {"routing": {"architecture": "switch", "top_k": self.top_k, **body}}
+            if body["tasks"]
+            else {}
+        )
 
     def reset_report(self) -> None:
         self.tally.reset()
