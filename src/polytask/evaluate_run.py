@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,6 +17,14 @@ def evaluate_run(
     run_dir: str | Path, split: str = "test", batch_size: int | None = None
 ) -> dict[str, dict[str, float]]:
     """Metrics of every task of a trained run on ``split``."""
+    return evaluate_run_with_report(run_dir, split, batch_size)[0]
+
+
+def evaluate_run_with_report(
+    run_dir: str | Path, split: str = "test", batch_size: int | None = None
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Metrics of every task on ``split`` and the architecture's report on that split
+    (``model.report()``, e.g. MoE routing shares; empty for architectures without one)."""
     predictor = Predictor(run_dir)
     config = config_from_dict(predictor.meta["config"], f"{run_dir}/model/polytask.json")
     splits, specs = {}, predictor.specs
@@ -31,6 +40,8 @@ def evaluate_run(
         splits[task.name] = data.splits[split]
     pad_id = int(predictor.tokenizer.pad_token_id or 0)
     size = batch_size or config.train.eval_batch_size
-    return evaluate(
+    predictor.model.reset_report()
+    metrics = evaluate(
         predictor.model, splits, specs, size, pad_id, torch.device("cpu"), with_majority=True
     )
+    return metrics, predictor.model.report()

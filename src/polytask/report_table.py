@@ -29,3 +29,16 @@ def results_table(final: dict[str, Any]) -> Table:
                 "" if majority is None else f"{majority:.4f}",
             )
     return table
+
+
+def routing_table(routing: dict[str, Any], title: str = "routing") -> Table:
+    """A mixture-of-experts routing report (``report.json``'s ``routing``): one row per task
+    and routing block (MMoE gate, switch layer), one column per expert's share."""
+    table = Table(title=f"{title} ({routing['architecture']}: {routing['measure']})")
+    for column in ("task", "block", "units", *(f"expert {e}" for e in range(routing["experts"]))):
+        table.add_column(column, justify="left" if column in ("task", "block") else "right")
+    for task, entry in routing["tasks"].items():
+        for i, (block, shares) in enumerate(entry["shares"].items()):
+            units = f"{entry['count']:,} {entry['unit']}" if i == 0 else ""
+            table.add_row(task if i == 0 else "", block, units, *(f"{s:.3f}" for s in shares))
+    return table

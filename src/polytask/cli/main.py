@@ -84,11 +84,12 @@ def eval_(
     split: Annotated[str, typer.Option(help="validation or test")] = "test",
 ) -> None:
     """Evaluate a trained run on one split of its tasks' data."""
-    from polytask.evaluate_run import evaluate_run
+    from polytask.evaluate_run import evaluate_run_with_report
+    from polytask.report_table import routing_table
 
     if split not in ("train", "validation", "test"):
         raise PolytaskError(f"--split must be train, validation or test, not '{split}'")
-    metrics = evaluate_run(run_dir, split)
+    metrics, report = evaluate_run_with_report(run_dir, split)
     from rich.table import Table
 
     table = Table(title=f"{run_dir} — {split}")
@@ -97,6 +98,8 @@ def eval_(
     for task, values in metrics.items():
         table.add_row(task, "  ".join(f"{k} {v:.4f}" for k, v in values.items()))
     out.print(table)
+    if "routing" in report:
+        out.print(routing_table(report["routing"], f"routing on {split}"))
 
 
 def _read_inputs(source: str) -> list[Any]:

@@ -1,6 +1,15 @@
 """Architectures. Importing this package registers every built-in one in :data:`ARCHITECTURES`."""
 
-from polytask.models import film, hard, soft, task_embedding
+from polytask.models import film, hard, mmoe, soft, switch, task_embedding
 from polytask.models.base import ARCHITECTURES, MultiTaskModel
 
-__all__ = ["ARCHITECTURES", "MultiTaskModel", "film", "hard", "soft", "task_embedding"]
+__all__ = [
+    "ARCHITECTURES",
+    "MultiTaskModel",
+    "film",
+    "hard",
+    "mmoe",
+    "soft",
+    "switch",
+    "task_embedding",
+]
