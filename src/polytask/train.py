@@ -19,6 +19,7 @@ from polytask.config import RunConfig, dump_config
 from polytask.data.batching import Batch, TaskStream, collate
 from polytask.data.loading import TaskData, load_task_data
 from polytask.data.samplers import build_sampler
+from polytask.errors import ConfigError
 from polytask.evaluate import evaluate
 from polytask.models import ARCHITECTURES, MultiTaskModel
 from polytask.models.encoder import load_encoder
@@ -63,14 +64,17 @@ def build(config: RunConfig) -> Setup:
         for t in config.tasks
     }
     arch = config.architecture
-    model = ARCHITECTURES.get(arch.name)(
-        encoder,
-        [d.spec for d in data.values()],
-        pooling=config.encoder.pooling,
-        head_hidden=arch.head_hidden,
-        head_dropout=arch.head_dropout,
-        **arch.kwargs,
-    )
+    try:  # the architecture's own argument checks (ValueError) are config errors
+        model = ARCHITECTURES.get(arch.name)(
+            encoder,
+            [d.spec for d in data.values()],
+            pooling=config.encoder.pooling,
+            head_hidden=arch.head_hidden,
+            head_dropout=arch.head_dropout,
+            **arch.kwargs,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"architecture: {arch.name}: {exc}") from None
     specs = [d.spec for d in data.values()]
     objective = build_objective(
         [s.name for s in specs],
