@@ -1,6 +1,6 @@
 """Architectures. Importing this package registers every built-in one in :data:`ARCHITECTURES`."""
 
-from polytask.models import film, hard, mmoe, soft, switch, task_embedding
+from polytask.models import film, hard, mmoe, prefix, soft, switch, task_embedding
 from polytask.models.base import ARCHITECTURES, MultiTaskModel
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "film",
     "hard",
     "mmoe",
+    "prefix",
     "soft",
     "switch",
     "task_embedding",
