@@ -19,6 +19,7 @@ def evaluate_run(
     predictor = Predictor(run_dir)
     config = config_from_dict(predictor.meta["config"], f"{run_dir}/model/polytask.json")
     splits, specs = {}, predictor.specs
+    by_name = {t.name: t for t in config.tasks}
     for task in config.tasks:
         data = load_task_data(
             task,
@@ -27,6 +28,7 @@ def evaluate_run(
             config.seed,
             spec=specs[task.name],
             only=(split,),
+            tasks=by_name,
         )
         splits[task.name] = data.splits[split]
     pad_id = int(predictor.tokenizer.pad_token_id or 0)
