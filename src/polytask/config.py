@@ -135,7 +135,9 @@ class TaskConfig(StrictModel):
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("'labels' has duplicates")
         if self.type == "lm" and not self.auxiliary:
-            raise ValueError("lm tasks are auxiliary (they have nothing to serve): drop 'auxiliary'")
+            raise ValueError(
+                "lm tasks are auxiliary (they have nothing to serve): drop 'auxiliary'"
+            )
         if self.data.from_tasks is not None and self.type != "lm":
             raise ValueError("'data.from_tasks' only applies to lm tasks")
         return self

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from polytask.config import TaskConfig
 from polytask.data.loading import TaskData, _split_paths, read_split
 from polytask.errors import DataError
-from polytask.tasks import task_type
+from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.lm import MaskedLM
 
 SPLITS = ("train", "validation", "test")
@@ -57,14 +57,16 @@ def load_text_data(
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     seed: int,
-    spec: Any = None,
+    spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
     tasks: Mapping[str, TaskConfig] | None = None,
 ) -> TaskData:
     """Read, join and tokenise an ``lm`` task's texts per split (train and validation needed)."""
     ttype = task_type(config.type)
     assert isinstance(ttype, MaskedLM)
-    sources = [config.model_copy(update={"data": config.data.model_copy(update={"from_tasks": None})})]
+    sources = [
+        config.model_copy(update={"data": config.data.model_copy(update={"from_tasks": None})})
+    ]
     for name in config.data.from_tasks or []:
         if tasks is None or name not in tasks:
             raise DataError(f"task '{config.name}': data.from_tasks names unknown task '{name}'")

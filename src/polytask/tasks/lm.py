@@ -50,7 +50,9 @@ def mask_tokens(
     random_ids = rng.integers(0, vocab_size, n)
     inputs = original.copy()
     to_mask = picked & (action < MASK_TOKEN_SHARE)
-    to_random = picked & (action >= MASK_TOKEN_SHARE) & (action < MASK_TOKEN_SHARE + RANDOM_TOKEN_SHARE)
+    to_random = (
+        picked & (action >= MASK_TOKEN_SHARE) & (action < MASK_TOKEN_SHARE + RANDOM_TOKEN_SHARE)
+    )
     inputs[to_mask] = mask_id
     inputs[to_random] = random_ids[to_random]
     targets = np.where(picked, original, IGNORE_INDEX)
