@@ -4,6 +4,7 @@ auxiliary task, never served."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,22 @@ def test_lm_task_with_pcgrad(tiny_encoder: Path, task_files: Any, tmp_path: Path
     with pytest.warns(RuntimeWarning):
         final = train(config_from_dict(data), tmp_path / "run", show_progress=False)
     assert np.isfinite(final["tasks"]["mlm"]["validation"]["loss"])
+
+
+def test_resume_with_an_lm_task_is_bit_identical(
+    tiny_encoder: Path, task_files: Any, tmp_path: Path
+) -> None:
+    """Resuming from the mid-run checkpoint replays the same masks: same final weights."""
+    from safetensors.torch import load_file
+
+    data = _lm_config(tiny_encoder, task_files, max_steps=6, eval_every=6, checkpoint_every=3)
+    config = config_from_dict(data)
+    out = tmp_path / "run"
+    train(config, out, show_progress=False)  # leaves checkpoint/ at step 3
+    expected = load_file(str(out / "model" / "model.safetensors"))
+    state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
+    assert state["state"]["step"] == 3
+    train(config, out, resume=True, show_progress=False)  # steps 4-6 again, from the checkpoint
+    again = load_file(str(out / "model" / "model.safetensors"))
+    assert expected.keys() == again.keys()
+    assert all(torch.equal(expected[k], again[k]) for k in expected)
