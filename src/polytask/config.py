@@ -52,10 +52,13 @@ class DataConfig(StrictModel):
 
     Either ``bundled`` (a dataset that ships with polytask, see ``polytask data list``) or
     file paths per split: CSV, JSON lines, Parquet, or a ``datasets`` saved directory.
-    Relative paths are resolved against the config file's folder.
+    Relative paths are resolved against the config file's folder. An ``lm`` task may also
+    (or only) take its texts from other tasks of the run: ``from_tasks: [a, b]`` reads each
+    split's texts of those tasks (their text column, their subsets).
     """
 
     bundled: str | None = None
+    from_tasks: list[str] | None = None
     train: str | None = None
     validation: str | None = None
     test: str | None = None
@@ -68,15 +71,30 @@ class DataConfig(StrictModel):
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         files = [self.train, self.validation, self.test]
-        if self.bundled is None and (self.train is None or self.validation is None):
+        if self.from_tasks is not None:
+            if not self.from_tasks:
+                raise ValueError("'from_tasks' is empty: name at least one task")
+            if len(set(self.from_tasks)) != len(self.from_tasks):
+                raise ValueError("'from_tasks' has duplicates")
+        elif self.bundled is None and (self.train is None or self.validation is None):
             raise ValueError("give either 'bundled' or both 'train' and 'validation' files")
         if self.bundled is not None and any(f is not None for f in files):
             raise ValueError("'bundled' and file paths are exclusive: give one or the other")
         return self
 
 
+#: loss weight of an auxiliary task when its config gives none (SPEC §2: LM auxiliary 0.1)
+AUXILIARY_WEIGHT = 0.1
+
+
 class TaskConfig(StrictModel):
-    """One task: its type, data, columns, labels and loss weight."""
+    """One task: its type, data, columns, labels and loss weight.
+
+    ``auxiliary: true`` marks a task that is trained and evaluated but never served
+    (``predict`` and the server refuse it) and never drives early stopping. ``lm`` tasks
+    are always auxiliary. ``weight`` defaults to 1.0, and to :data:`AUXILIARY_WEIGHT`
+    (0.1) for an auxiliary task; the resolved value is written to the run's config.yaml.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     type: str
@@ -89,6 +107,18 @@ class TaskConfig(StrictModel):
     critical: bool = True
     auxiliary: bool = False
     max_length: int | None = Field(default=None, ge=8)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """``lm`` tasks are auxiliary; an auxiliary task's weight defaults to 0.1."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("type") == "lm" and "auxiliary" not in data:
+                data["auxiliary"] = True
+            if "weight" not in data and data.get("auxiliary") is True:
+                data["weight"] = AUXILIARY_WEIGHT
+        return data
 
     @model_validator(mode="after")
     def _check_type(self) -> TaskConfig:
@@ -104,6 +134,12 @@ class TaskConfig(StrictModel):
             raise ValueError("'multi_label' only applies to classification tasks")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("'labels' has duplicates")
+        if self.type == "lm" and not self.auxiliary:
+            raise ValueError(
+                "lm tasks are auxiliary (they have nothing to serve): drop 'auxiliary'"
+            )
+        if self.data.from_tasks is not None and self.type != "lm":
+            raise ValueError("'data.from_tasks' only applies to lm tasks")
         return self
 
 
@@ -236,11 +272,32 @@ class RunConfig(StrictModel):
             raise ValueError(
                 f"train.primary_task '{primary}' is not a task{did_you_mean(primary, names)}"
             )
+        if all(t.auxiliary for t in self.tasks):
+            raise ValueError("every task is auxiliary: at least one task must be served")
+        if primary is not None and self.task(primary).auxiliary:
+            raise ValueError(
+                f"train.primary_task '{primary}' is auxiliary; early stopping follows a served task"
+            )
+        self._check_sources(names)
         k = self.sampler.tasks_per_step
         if isinstance(k, int) and k > len(names):
             raise ValueError(f"sampler.tasks_per_step={k} exceeds the {len(names)} tasks")
         self._check_methods(len(names))
         return self
+
+    def _check_sources(self, names: list[str]) -> None:
+        for t in self.tasks:
+            for source in t.data.from_tasks or []:
+                if source not in names:
+                    raise ValueError(
+                        f"tasks.{t.name}.data.from_tasks: '{source}' is not a task"
+                        f"{did_you_mean(source, names)}"
+                    )
+                if self.task(source).type == "lm":
+                    raise ValueError(
+                        f"tasks.{t.name}.data.from_tasks: '{source}' is an lm task; "
+                        "name tasks that have their own data"
+                    )
 
     def _check_methods(self, n_tasks: int) -> None:
         from polytask.aggregation import AGGREGATORS
@@ -266,8 +323,9 @@ class RunConfig(StrictModel):
 
     @property
     def primary(self) -> str:
-        """The task whose validation metric drives early stopping (default: the first)."""
-        return self.train.primary_task or self.tasks[0].name
+        """The task whose validation metric drives early stopping (default: the first
+        non-auxiliary task)."""
+        return self.train.primary_task or next(t.name for t in self.tasks if not t.auxiliary)
 
     def task(self, name: str) -> TaskConfig:
         for t in self.tasks:

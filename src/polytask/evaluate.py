@@ -30,8 +30,9 @@ def predict_split(
     preds: list[Any] = [None] * n
     refs: list[Any] = [None] * n
     loss_sum, loss_rows = 0.0, 0
-    for indices in eval_batches(list(dataset["length"]), batch_size):
-        rows = dataset[indices]
+    size = min(batch_size, ttype.eval_rows or batch_size)
+    for indices in eval_batches(list(dataset["length"]), size):
+        rows = ttype.prepare(spec, dataset[indices], None)
         batch = collate([(spec, rows)], pad_id).to(device)
         logits = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.segments)[
             spec.name
@@ -70,6 +71,7 @@ def evaluate(
         preds, refs, loss = predict_split(model, spec, dataset, batch_size, pad_id, device)
         metrics = task_type(spec.type).metrics(spec, preds, refs)
         metrics["loss"] = loss
+        metrics.update(task_type(spec.type).loss_metrics(spec, loss))
         if with_majority and spec.type == "classification" and not spec.multi_label:
             metrics["majority_accuracy"] = majority_accuracy(refs)
         out[name] = {k: float(np.round(v, 6)) for k, v in metrics.items()}

@@ -28,6 +28,7 @@ def evaluate_run_with_report(
     predictor = Predictor(run_dir)
     config = config_from_dict(predictor.meta["config"], f"{run_dir}/model/polytask.json")
     splits, specs = {}, predictor.specs
+    by_name = {t.name: t for t in config.tasks}
     for task in config.tasks:
         data = load_task_data(
             task,
@@ -36,6 +37,7 @@ def evaluate_run_with_report(
             config.seed,
             spec=specs[task.name],
             only=(split,),
+            tasks=by_name,
         )
         splits[task.name] = data.splits[split]
     pad_id = int(predictor.tokenizer.pad_token_id or 0)

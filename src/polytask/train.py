@@ -59,8 +59,11 @@ def build(config: RunConfig) -> Setup:
     """Load encoder, tokenizer and every task's data; build the model. Raises on bad input."""
     set_seed(config.seed)
     encoder, tokenizer = load_encoder(config.encoder.name)
+    by_name = {t.name: t for t in config.tasks}
     data = {
-        t.name: load_task_data(t, tokenizer, t.max_length or config.encoder.max_length, config.seed)
+        t.name: load_task_data(
+            t, tokenizer, t.max_length or config.encoder.max_length, config.seed, tasks=by_name
+        )
         for t in config.tasks
     }
     arch = config.architecture
@@ -132,7 +135,9 @@ def train(
         scheduler=scheduler,
         sampler=build_sampler(sc.name, sizes, config.seed, sc.alpha, sc.alpha_start, sc.alpha_end),
         streams={
-            n: TaskStream(train_splits[n], tc.batch_size, tc.bucket_batches, config.seed + i)
+            n: TaskStream(
+                train_splits[n], tc.batch_size, tc.bucket_batches, config.seed + i, specs[n]
+            )
             for i, n in enumerate(names)
         },
         objective=setup.objective,

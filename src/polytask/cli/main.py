@@ -1,4 +1,4 @@
-"""``polytask``: train, eval, predict, ls, data. Each command parses, loads, calls one function."""
+"""``polytask``: train, sweep-aux, eval, predict, ls, data. Each parses, loads, calls one thing."""
 
 from __future__ import annotations
 
@@ -76,6 +76,40 @@ def train(
         f"best step {final['best_step']} of {final['steps']}, {final['train_seconds']} s; "
         f"run directory: {output}"
     )
+
+
+@app.command("sweep-aux")
+def sweep_aux(
+    args: Annotated[list[str], typer.Argument(help="CONFIG [key=value ...]")],
+    weights: Annotated[
+        str, typer.Option(help="comma-separated auxiliary loss weights, e.g. 0.05,0.1,0.2,0.3")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="sweep directory")],
+    task: Annotated[
+        str | None, typer.Option(help="the auxiliary task (default: the config's only one)")
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="primary-metric drop that counts as interference")
+    ] = 0.01,
+    overwrite: Annotated[bool, typer.Option(help="replace existing runs in --out")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Train one run per auxiliary-task weight; table of primary metric and auxiliary loss."""
+    from polytask.config import load_config
+    from polytask.sweep import markdown, parse_weights
+    from polytask.sweep import sweep_aux as run_sweep
+
+    parsed = parse_weights(weights)
+    config_path, overrides = _split_args(args)
+    if config_path is None:
+        raise PolytaskError("sweep-aux needs a CONFIG file with an auxiliary task")
+    config = load_config(config_path, overrides)
+    summary = run_sweep(
+        config, parsed, out, task, tolerance, overwrite=overwrite, show_progress=not quiet
+    )
+    out_console = Console(soft_wrap=True, highlight=False)
+    out_console.print(markdown(summary), markup=False)
+    out_console.print(f"written: {out / 'sweep_aux.json'}, {out / 'sweep_aux.md'}")
 
 
 @app.command("eval")

@@ -70,9 +70,14 @@ class TaskStream:
     """Endless length-bucketed training batches of one task, resumable from ``(epoch, cursor)``."""
 
     def __init__(
-        self, dataset: datasets.Dataset, batch_size: int, bucket_batches: int, seed: int
+        self,
+        dataset: datasets.Dataset,
+        batch_size: int,
+        bucket_batches: int,
+        seed: int,
+        spec: TaskSpec | None = None,
     ) -> None:
-        self.dataset = dataset
+        self.dataset, self.spec = dataset, spec
         self.lengths: list[int] = list(dataset["length"])
         self.batch_size, self.bucket_batches, self.seed = batch_size, bucket_batches, seed
         self.epoch, self.cursor = 0, 0
@@ -91,7 +96,11 @@ class TaskStream:
         return indices
 
     def next_rows(self) -> dict[str, list[Any]]:
+        """The next batch's rows, through the task type's ``prepare`` (e.g. MLM masks drawn
+        from ``(seed, epoch)``: resuming from ``(epoch, cursor)`` replays them)."""
         rows: dict[str, list[Any]] = self.dataset[self.next_indices()]
+        if self.spec is not None:
+            rows = task_type(self.spec.type).prepare(self.spec, rows, (self.seed, self.epoch))
         return rows
 
     def state_dict(self) -> dict[str, int]:

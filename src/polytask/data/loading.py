@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,12 +214,18 @@ def load_task_data(
     seed: int,
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
+    tasks: Mapping[str, TaskConfig] | None = None,
 ) -> TaskData:
     """Load, validate, encode and tokenise the splits of one task.
 
     ``spec`` (from a saved model) replaces fitting the label set on the training split;
-    ``only`` restricts which splits are read.
+    ``only`` restricts which splits are read; ``tasks`` (every task of the run by name)
+    lets an ``lm`` task read other tasks' texts (``data.from_tasks``).
     """
+    if config.type == "lm":
+        from polytask.data.texts import load_text_data
+
+        return load_text_data(config, tokenizer, max_length, seed, spec, only, tasks)
     ttype = task_type(config.type)
     cols = config.columns
     label_col = cols.label

@@ -10,7 +10,7 @@ from transformers import PreTrainedModel
 
 from polytask.data.batching import Segment
 from polytask.models.base import ARCHITECTURES, MultiTaskModel
-from polytask.models.heads import Head, pool
+from polytask.models.heads import build_head, pool
 from polytask.tasks import TaskSpec, task_type
 
 
@@ -34,12 +34,8 @@ class HardSharing(MultiTaskModel):
         self.encoder = encoder
         self.pooling, self.head_hidden, self.head_dropout = pooling, head_hidden, head_dropout
         self.specs = {s.name: s for s in specs}
-        hidden = int(encoder.config.hidden_size)
         self.heads = nn.ModuleDict(
-            {
-                s.name: Head(hidden, task_type(s.type).num_outputs(s), head_hidden, head_dropout)
-                for s in specs
-            }
+            {s.name: build_head(s, encoder, head_hidden, head_dropout) for s in specs}
         )
 
     def forward(
@@ -67,7 +63,14 @@ class HardSharing(MultiTaskModel):
         return [(f"encoder.{n}", p) for n, p in self.encoder.named_parameters()]
 
     def task_parameters(self, task: str) -> list[tuple[str, nn.Parameter]]:
-        return [(f"heads.{task}.{n}", p) for n, p in self.heads[task].named_parameters()]
+        # a head may reuse an encoder tensor (the lm head's decoder is the word-embedding
+        # matrix): that one is shared, not the task's own
+        shared = {id(p) for p in self.encoder.parameters()}
+        return [
+            (f"heads.{task}.{n}", p)
+            for n, p in self.heads[task].named_parameters()
+            if id(p) not in shared
+        ]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
+
+from polytask.tasks import TaskSpec, task_type
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -34,3 +37,18 @@ class Head(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(features)
         return out
+
+
+def build_head(
+    spec: TaskSpec, encoder: PreTrainedModel, inner: int | None = None, dropout: float = 0.1
+) -> nn.Module:
+    """A task's head on ``encoder``: the task type's own head when it has one (``lm``: the
+    MLM head tied to the word embeddings), else :class:`Head` over its ``num_outputs``.
+
+    Every architecture builds its heads here, so a new task type brings its head to all.
+    """
+    ttype = task_type(spec.type)
+    custom = ttype.build_head(spec, encoder, inner, dropout)
+    if custom is not None:
+        return custom
+    return Head(int(encoder.config.hidden_size), ttype.num_outputs(spec), inner, dropout)

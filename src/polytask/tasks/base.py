@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
+from torch import nn
 
 from polytask.registry import Registry
 
@@ -20,6 +21,8 @@ IGNORE_INDEX = -100
 Where = Callable[[int], str]  # row index -> "file, row N, column 'c'" for error messages
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from polytask.config import TaskConfig
 
 
@@ -38,6 +41,8 @@ class TaskSpec:
     auxiliary: bool = False
     critical: bool = True
     weight: float = 1.0
+    #: type-specific settings fixed when the data is loaded (``lm``: mask token, vocabulary)
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +57,9 @@ class TaskType(ABC):
 
     level: ClassVar[Literal["sequence", "token"]] = "sequence"
     primary_metric: ClassVar[str] = "accuracy"
+    #: most rows per evaluation batch (None: the run's eval_batch_size); ``lm`` caps it
+    #: because its logits are rows × length × vocabulary
+    eval_rows: ClassVar[int | None] = None
 
     @abstractmethod
     def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
@@ -94,7 +102,26 @@ class TaskType(ABC):
         ...
 
     def higher_is_better(self, metric: str) -> bool:
-        return metric not in {"rmse", "mae", "loss"}
+        return metric not in {"rmse", "mae", "loss", "perplexity"}
+
+    def loss_metrics(self, spec: TaskSpec, loss: float) -> dict[str, float]:
+        """Metrics derived from a split's mean loss (``lm``: perplexity). Default: none."""
+        return {}
+
+    def prepare(
+        self, spec: TaskSpec, rows: dict[str, list[Any]], stream: tuple[int, int] | None
+    ) -> dict[str, list[Any]]:
+        """Rows of one micro-batch just before collation. ``stream`` is ``(seed, epoch)`` of
+        the training stream that drew them, ``None`` in evaluation; whatever is random here
+        must be a pure function of it and the rows (resuming replays it). Default: as is."""
+        return rows
+
+    def build_head(
+        self, spec: TaskSpec, encoder: PreTrainedModel, inner: int | None, dropout: float
+    ) -> nn.Module | None:
+        """The task's own head on ``encoder``, or ``None`` for the default :class:`Head` over
+        :meth:`num_outputs` (see ``polytask.models.heads.build_head``)."""
+        return None
 
 
 TASK_TYPES: Registry[type[TaskType]] = Registry("task type")

@@ -1,0 +1,107 @@
+"""Plain texts for ``lm`` tasks: from the task's own files and/or other tasks' splits.
+
+An ``lm`` task reads the ``text`` column (``columns.text``) of its own data, and with
+``data.from_tasks`` the text column of the same split of each named task — the very
+subset that task trains and is evaluated on (its ``max_*_examples`` applied with the run's
+seed). Word lists (tagging data) are joined with spaces. Each example keeps its tokens, the
+special-token mask and its row number: the masks are drawn per step (see ``tasks/lm.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import PreTrainedTokenizerBase
+
+from polytask.config import TaskConfig
+from polytask.data.loading import TaskData, _split_paths, read_split
+from polytask.errors import DataError
+from polytask.tasks import TaskSpec, task_type
+from polytask.tasks.lm import MaskedLM
+
+SPLITS = ("train", "validation", "test")
+
+
+def _limit(ds: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
+    if limit and len(ds) > limit:
+        return ds.shuffle(seed=seed).select(range(limit))
+    return ds
+
+
+def _as_text(value: Any) -> str | None:
+    if isinstance(value, list | tuple):
+        value = " ".join(str(v) for v in value)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _texts(config: TaskConfig, split: str, seed: int) -> list[str] | None:
+    """The texts of one split of ``config``'s own data (None: it has no such split)."""
+    paths = _split_paths(config) if (config.data.bundled or config.data.train) else {}
+    if split not in paths:
+        return None
+    path, fmt, encoding = paths[split]
+    column = config.columns.text
+    ds = read_split(Path(path), fmt, encoding, (column, config.columns.label), split)
+    if column not in ds.column_names:
+        raise DataError(f"{path}: missing column '{column}' (has: {', '.join(ds.column_names)})")
+    limit = getattr(config.data, f"max_{split}_examples")
+    ds = _limit(ds.select_columns([column]), limit, seed)
+    return [t for t in (_as_text(v) for v in ds[column]) if t is not None]
+
+
+def load_text_data(
+    config: TaskConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    seed: int,
+    spec: TaskSpec | None = None,
+    only: tuple[str, ...] | None = None,
+    tasks: Mapping[str, TaskConfig] | None = None,
+) -> TaskData:
+    """Read, join and tokenise an ``lm`` task's texts per split (train and validation needed)."""
+    ttype = task_type(config.type)
+    assert isinstance(ttype, MaskedLM)
+    sources = [
+        config.model_copy(update={"data": config.data.model_copy(update={"from_tasks": None})})
+    ]
+    for name in config.data.from_tasks or []:
+        if tasks is None or name not in tasks:
+            raise DataError(f"task '{config.name}': data.from_tasks names unknown task '{name}'")
+        sources.append(tasks[name])
+    wanted = only or SPLITS
+    splits: dict[str, datasets.Dataset] = {}
+    for split in wanted:
+        parts = [t for t in (_texts(s, split, seed) for s in sources) if t is not None]
+        if not parts:
+            if split == "test" and only is None:
+                continue
+            raise DataError(f"task '{config.name}' has no {split} split")
+        texts = [t for part in parts for t in part]
+        if not texts:
+            raise DataError(f"task '{config.name}': the {split} split has no text")
+        ds = datasets.Dataset.from_dict({"text": texts})
+        own_limit = getattr(config.data, f"max_{split}_examples")
+        splits[split] = _tokenize(_limit(ds, own_limit, seed), tokenizer, max_length)
+    if spec is None:
+        spec = ttype.fit_spec(config, [], lambda i: config.name)
+    return TaskData(spec=ttype.bind_tokenizer(spec, tokenizer), splits=splits)
+
+
+def _tokenize(
+    ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> datasets.Dataset:
+    enc = tokenizer(
+        list(ds["text"]), truncation=True, max_length=max_length, return_special_tokens_mask=True
+    )
+    columns: dict[str, list[Any]] = {
+        "input_ids": enc["input_ids"],
+        "special": enc["special_tokens_mask"],
+        "example": list(range(len(ds))),
+        "length": [len(ids) for ids in enc["input_ids"]],
+    }
+    if "token_type_ids" in enc:
+        columns["token_type_ids"] = enc["token_type_ids"]
+    return datasets.Dataset.from_dict(columns)
