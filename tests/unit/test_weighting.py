@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -113,7 +114,7 @@ def test_famo_next_batch_updates_from_consecutive_losses() -> None:
     sequence = [torch.tensor(v) for v in ([1.0, 2.0], [0.6, 1.9], [0.5, 1.7], [0.3, 1.8])]
     same, nxt = make("famo", 2), make("famo", 2, update="next_batch")
     assert same.observes_same_batch and not nxt.observes_same_batch
-    for before, after in zip(sequence, sequence[1:], strict=False):
+    for before, after in itertools.pairwise(sequence):
         same(before)
         same.observe(after)
         nxt(before)

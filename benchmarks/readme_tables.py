@@ -1,0 +1,131 @@
+"""Markdown tables for the README, rendered from the committed benchmark results.
+
+    python benchmarks/readme_tables.py step_cost     # prints the tables to paste
+
+The README's numbers come from ``benchmarks/results/*.json`` only; this script formats
+them, it measures nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+# name -> (paper, kind, cost class); the full table with hyperparameters is docs/methods.md
+METHODS: dict[str, tuple[str, str, str]] = {
+    "equal": ("sum of the losses (baseline)", "loss", "O(1)"),
+    "static": ("fixed per-task weights", "loss", "O(1)"),
+    "scale_norm": ("running loss-scale normalisation", "loss", "O(1)"),
+    "uncertainty": ("Kendall, Gal & Cipolla, CVPR 2018", "loss (learned)", "O(1)"),
+    "dwa": ("Liu, Johns & Davison, CVPR 2019", "loss", "O(1)"),
+    "rlw": ("Lin et al., TMLR 2022", "loss (random)", "O(1)"),
+    "famo": ("Liu, Liu, Stone & Liu, NeurIPS 2023", "loss", "O(1) + 1 no-grad forward"),
+    "famo[next_batch]": ("FAMO, polytask's variant without the extra forward", "loss", "O(1)"),
+    "gradnorm": ("Chen et al., ICML 2018", "loss (learned)", "per-task norms"),
+    "sum": ("sum of the task gradients (baseline)", "gradient", "O(1) in training*"),
+    "mean": ("mean of the task gradients", "gradient", "O(1) in training*"),
+    "pcgrad": ("Yu et al., NeurIPS 2020", "gradient", "per-task gradients"),
+    "mgda": ("Sener & Koltun, NeurIPS 2018", "gradient", "per-task gradients"),
+    "imtl_g": ("Liu et al., ICLR 2021", "gradient", "per-task gradients"),
+    "cagrad": ("Liu et al., NeurIPS 2021", "gradient", "per-task gradients"),
+    "gradvac": ("Wang et al., ICLR 2021", "gradient", "per-task gradients"),
+    "nash_mtl": ("Navon et al., ICML 2022", "gradient", "per-task gradients"),
+    "aligned_mtl": ("Senushkin et al., CVPR 2023", "gradient", "per-task gradients"),
+    "upgrad": ("Quinton & Rey, 2024 (torchjd)", "gradient", "per-task gradients"),
+}
+
+
+def _ratio(rows: list[dict[str, Any]], **key: Any) -> str:
+    for r in rows:
+        if all(r.get(k) == v for k, v in key.items()):
+            return f"{r['ratio_vs_equal']:.2f}×"
+    return "—"
+
+
+def _solver(rows: list[dict[str, Any]], method: str, T: int) -> str:
+    for r in rows:
+        if r["method"] == method and r["T"] == T and r.get("aggregate_ms") is not None:
+            return f"{r['aggregate_ms']:.2f}"
+    return "—"
+
+
+def step_cost() -> str:
+    data = json.loads((RESULTS / "step_cost.json").read_text())
+    rows = data["rows"]
+    Ts = sorted({r["T"] for r in rows})
+    big = max(Ts)
+    mid = 4 if 4 in Ts else Ts[len(Ts) // 2]
+    lines = [
+        f"Step time ÷ the equal-weighted step, bundled MiniLM on CPU ({data['threads']} threads), "
+        f"{data['per_task']} examples per task, ≤ {data['length']} tokens, medians of "
+        f"{data['repeats']} alternating rounds (`benchmarks/results/step_cost.json`). "
+        "Multi-input: each task has its own rows (exact per-task gradients from one "
+        "backward). Single-input: every task labels the same rows.",
+        "",
+        f"| method | paper | kind | cost class | multi-input T={mid} | multi-input T={big} "
+        f"| single-input exact T={mid} | single-input repr. T={mid} | solver ms (T={big}) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, (paper, kind, cost) in METHODS.items():
+        weighting = kind.startswith("loss")
+        impl = "polytask-weighting" if weighting else "polytask-segments"
+        cells = [
+            _ratio(rows, mode="multi-input", T=mid, method=name, impl=impl),
+            _ratio(rows, mode="multi-input", T=big, method=name, impl=impl),
+            "—"
+            if weighting
+            else _ratio(rows, mode="single-input", T=mid, method=name, impl="polytask-exact"),
+            "—"
+            if weighting
+            else _ratio(
+                rows, mode="single-input", T=mid, method=name, impl="polytask-representation"
+            ),
+            "—" if weighting else _solver(rows, name, big),
+        ]
+        lines.append(f"| `{name}` | {paper} | {kind} | {cost} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "\\* `sum`/`mean` rows show the per-task gradient engine's own cost (the "
+        "benchmark forces it); training takes one plain backward for them.",
+        "",
+        "UPGrad three ways, same run (ratio ÷ equal step; peak RSS of the process):",
+        "",
+        "| mode | T | polytask | naive loop (T × `backward(retain_graph=True)`) | torchjd 0.18 "
+        "| peak MB polytask / naive / torchjd |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for mode, ours in (("multi-input", "polytask-segments"), ("single-input", "polytask-exact")):
+        for T in Ts:
+            peak = []
+            for impl in (ours, "naive-loop", "torchjd"):
+                match = [
+                    r
+                    for r in rows
+                    if r["mode"] == mode
+                    and r["T"] == T
+                    and r["impl"] == impl
+                    and r["method"] == "upgrad"
+                ]
+                peak.append(str(match[0]["peak_mb"]) if match else "—")
+            lines.append(
+                f"| {mode} | {T} | {_ratio(rows, mode=mode, T=T, method='upgrad', impl=ours)} | "
+                f"{_ratio(rows, mode=mode, T=T, method='upgrad', impl='naive-loop')} | "
+                f"{_ratio(rows, mode=mode, T=T, method='upgrad', impl='torchjd')} | "
+                f"{' / '.join(peak)} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("benchmark", choices=["step_cost"])
+    args = parser.parse_args()
+    print({"step_cost": step_cost}[args.benchmark]())
+
+
+if __name__ == "__main__":
+    main()
