@@ -30,11 +30,11 @@ def build_optimizer(
     lr: float,
     head_lr: float | None,
     weight_decay: float,
-    extra: Iterable[torch.nn.Parameter] = (),
+    extra: Iterable[tuple[Iterable[torch.nn.Parameter], float | None]] = (),
 ) -> torch.optim.Optimizer:
     """AdamW; the encoder parameters (``model.encoder_parameters()``) train at ``lr``, heads
-    (and ``extra``, e.g. learned loss weights) may get their own learning rate; no weight
-    decay on biases, norms or ``extra``."""
+    (and ``extra``: ``(parameters, lr)`` pairs such as learned loss weights, ``lr`` None for
+    head_lr) may get their own learning rate; no weight decay on biases, norms or ``extra``."""
     encoder = {id(p) for _, p in model.encoder_parameters()}
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -50,9 +50,12 @@ def build_optimizer(
         }
         for (is_encoder, nd), ps in sorted(groups.items())
     ]
-    extra = [p for p in extra if p.requires_grad]
-    if extra:
-        param_groups.append({"params": extra, "lr": head_lr or lr, "weight_decay": 0.0})
+    for params, group_lr in extra:  # (parameters, own lr or None: head_lr, else lr)
+        trainable = [p for p in params if p.requires_grad]
+        if trainable:
+            param_groups.append(
+                {"params": trainable, "lr": group_lr or head_lr or lr, "weight_decay": 0.0}
+            )
     # the fused kernel (CPU and GPU) is several times faster than the per-tensor loop that
     # AdamW otherwise uses on CPU, where the optimiser step was a quarter of a training step
     return torch.optim.AdamW(param_groups, lr=lr, fused=True)

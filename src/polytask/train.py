@@ -119,8 +119,16 @@ def train(
     setup = build(config)  # every input check happens here, before anything is written
     tc, sc, specs, names = config.train, config.sampler, setup.specs, list(setup.specs)
     accelerator = Accelerator(mixed_precision=tc.mixed_precision)
+    objective = setup.objective
     optimizer = build_optimizer(
-        setup.model, tc.lr, tc.head_lr, tc.weight_decay, setup.objective.parameters()
+        setup.model,
+        tc.lr,
+        tc.head_lr,
+        tc.weight_decay,
+        [
+            (objective.weighting.parameters(), objective.weighting.lr),
+            (objective.aggregator.parameters(), None),
+        ],
     )
     warmup = int(tc.warmup_ratio * tc.max_steps)
     scheduler = LambdaLR(optimizer, WarmupLinearDecay(warmup, tc.max_steps))

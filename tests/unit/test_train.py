@@ -152,3 +152,23 @@ def test_losses_fall_on_learnable_synthetic_tasks(
         last = sum(r["loss"][task] for r in records[-20:]) / 20
         assert last < 0.8 * first, task
     assert yaml.safe_load((out / "config.yaml").read_text())["sampler"]["tasks_per_step"] == "all"
+
+
+def test_learned_loss_weights_train_at_their_own_learning_rate(tiny_encoder: Path) -> None:
+    """`weighting: {name: gradnorm, lr: ...}` gives the weights their own optimiser group."""
+    from polytask.models.encoder import load_encoder
+    from polytask.models.hard import HardSharing
+    from polytask.optim import build_optimizer
+    from polytask.tasks import TaskSpec
+    from polytask.weighting import WEIGHTINGS
+
+    encoder, _ = load_encoder(str(tiny_encoder))
+    model = HardSharing(encoder, [TaskSpec("a", "classification", labels=["x", "y"])])
+    for lr, expected in ((0.05, 0.05), (None, 1e-3)):
+        weighting = WEIGHTINGS.get("gradnorm")(n_tasks=2, lr=lr)
+        optimizer = build_optimizer(model, 1e-4, 1e-3, 0.01, [(weighting.parameters(), lr)])
+        groups = [
+            g for g in optimizer.param_groups if any(p is weighting.weights for p in g["params"])
+        ]
+        assert len(groups) == 1 and len(groups[0]["params"]) == 1
+        assert groups[0]["lr"] == expected and groups[0]["weight_decay"] == 0.0

@@ -38,6 +38,8 @@ def test_unknown_name_suggests_the_closest() -> None:
         ("famo", {"min_losses": [0.0]}),
         ("famo", {"update": "previous_batch"}),
         ("gradnorm", {"alpha": -1.0}),
+        ("gradnorm", {"lr": 0.0}),
+        ("uncertainty", {"lr": -1.0}),
         ("rlw", {"seed": "0"}),
     ],
 )

@@ -70,6 +70,9 @@ class LossWeighting(nn.Module, ABC):
     observes_same_batch: bool = False
     #: Whether permuting the tasks' losses permutes the weights the same way.
     permutation_equivariant: ClassVar[bool] = True
+    #: Learning rate of the method's learned parameters (``uncertainty``, ``gradnorm``);
+    #: None trains them at the run's ``head_lr`` (or ``lr``).
+    lr: float | None = None
 
     def __init__(self, n_tasks: int) -> None:
         super().__init__()

@@ -42,8 +42,17 @@ class GradNorm(LossWeighting):
     initial_losses: Tensor
     initialised: Tensor
 
-    def __init__(self, n_tasks: int, alpha: float = 1.5, min_weight: float = 1e-3) -> None:
+    def __init__(
+        self,
+        n_tasks: int,
+        alpha: float = 1.5,
+        min_weight: float = 1e-3,
+        lr: float | None = None,
+    ) -> None:
         super().__init__(n_tasks)
+        if lr is not None and not lr > 0.0:
+            raise ValueError(f"lr must be > 0 (or null for the run's head_lr), got {lr}")
+        self.lr = lr
         if not alpha >= 0.0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         if not 0.0 < min_weight < 1.0:
@@ -55,7 +64,10 @@ class GradNorm(LossWeighting):
         self.register_buffer("initialised", torch.tensor(False))
 
     def extra_repr(self) -> str:
-        return f"n_tasks={self.n_tasks}, alpha={self.alpha}, min_weight={self.min_weight}"
+        return (
+            f"n_tasks={self.n_tasks}, alpha={self.alpha}, min_weight={self.min_weight}, "
+            f"lr={self.lr}"
+        )
 
     def forward(self, losses: Tensor) -> Tensor:
         losses = self._check(losses)

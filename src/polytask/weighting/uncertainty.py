@@ -34,9 +34,16 @@ class Uncertainty(LossWeighting):
     factors: Tensor
 
     def __init__(
-        self, n_tasks: int, kinds: list[Kind] | None = None, init_log_var: float = 0.0
+        self,
+        n_tasks: int,
+        kinds: list[Kind] | None = None,
+        init_log_var: float = 0.0,
+        lr: float | None = None,
     ) -> None:
         super().__init__(n_tasks)
+        if lr is not None and not lr > 0.0:
+            raise ValueError(f"lr must be > 0 (or null for the run's head_lr), got {lr}")
+        self.lr = lr
         kinds = list(kinds) if kinds is not None else ["classification"] * n_tasks
         if len(kinds) != n_tasks:
             raise ValueError(f"uncertainty kinds: expected {n_tasks} values, got {len(kinds)}")
@@ -52,7 +59,10 @@ class Uncertainty(LossWeighting):
         self.register_buffer("factors", torch.tensor(factors))
 
     def extra_repr(self) -> str:
-        return f"n_tasks={self.n_tasks}, kinds={self.kinds}, init_log_var={self.init_log_var}"
+        return (
+            f"n_tasks={self.n_tasks}, kinds={self.kinds}, init_log_var={self.init_log_var}, "
+            f"lr={self.lr}"
+        )
 
     def forward(self, losses: Tensor) -> Tensor:
         losses = self._check(losses)
