@@ -238,7 +238,7 @@ def test_trains_demo_with_weightings_and_pcgrad(
     assert_encoder_untouched(out, tiny_encoder)
     if aggregator == "pcgrad":  # no trainable shared parameter: nothing to project, no fallback
         last = records[-1]
-        assert last["grad_method"] == "segments"
+        assert last["grad_method"] == "unshared"
         assert last["grad_norm"] == {"sentiment": 0.0, "movies": 0.0, "ner": 0.0}
     final = (out / "final_metrics.json").read_text()
     assert '"trainable"' in final
