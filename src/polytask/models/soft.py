@@ -58,9 +58,7 @@ class SoftPenalty(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx: Any, penalty: float, scratch: list[Tensor], n: int, *params: Tensor
-    ) -> Tensor:
+    def forward(ctx: Any, penalty: float, scratch: list[Tensor], n: int, *params: Tensor) -> Tensor:
         T = len(params) // n
         copies = [list(params[i * n : (i + 1) * n]) for i in range(T)]
         c = 2.0 * penalty * T
