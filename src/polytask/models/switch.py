@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,8 @@ class SwitchFFN(nn.Module):
         )
         self.router = nn.Linear(dense_in.in_features, experts, bias=False)
         nn.init.normal_(self.router.weight, std=init_std)
-        self.dropout, self.LayerNorm = output.dropout, output.LayerNorm
+        self.dropout = cast(nn.Module, output.dropout)
+        self.LayerNorm = cast(nn.Module, output.LayerNorm)  # BERT's name: same state-dict keys
         self.top_k = top_k
         self.probs: torch.Tensor | None = None  # [B, L, E] float32
         self.chosen: torch.Tensor | None = None  # [B, L, k] expert indices
@@ -149,11 +150,18 @@ class SwitchSharing(HardSharing):
         self.n_experts, self.layers, self.top_k, self.balance = experts, layers, top_k, balance
         self.routed = list(range(len(blocks) - layers, len(blocks)))
         init_std = float(getattr(encoder.config, "initializer_range", 0.02))
+        self.moe: list[SwitchFFN] = []  # also registered inside the encoder's layers
         for i in self.routed:
             block = blocks[i]
-            block.output = SwitchFFN(block.intermediate, block.output, experts, top_k, init_std)
-            block.intermediate = nn.Identity()
-        self.moe: list[SwitchFFN] = [blocks[i].output for i in self.routed]
+            ffn = SwitchFFN(
+                cast(nn.Module, block.intermediate),
+                cast(nn.Module, block.output),
+                experts,
+                top_k,
+                init_std,
+            )
+            block.output, block.intermediate = ffn, nn.Identity()
+            self.moe.append(ffn)
         self.tally = RoutingTally(
             experts, [f"layer {i}" for i in self.routed], "share of tokens per expert"
         )
