@@ -245,14 +245,24 @@ def test_trains_demo_with_weightings_and_pcgrad(
 
 
 @demo_ready
-def test_saved_run_reloads_and_predicts_identically(tmp_path: Path, tiny_encoder: Path) -> None:
+def test_saved_run_reloads_and_predicts_identically(
+    tmp_path: Path, tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import polytask.train as training
+
+    built: list[Any] = []
+
+    def keep(config: Any) -> Any:  # the training run's own Setup: its model after training
+        built.append(build(config))
+        return built[-1]
+
+    monkeypatch.setattr(training, "build", keep)
     out = tmp_path / "run"
     config = load_config(None, [*demo_overrides(tiny_encoder, 6), "architecture.reparameterize=8"])
-    setup = build(config)
     train(config, out, show_progress=False)
+    setup = built[0]
+    in_memory = setup.model.eval()  # _finish loaded the best (saved) weights into it
     reloaded = Predictor(out)
-    in_memory = setup.model  # train() reloaded the best weights into it
-    in_memory.eval()
     tokenizer = setup.tokenizer
     texts = ["what a great film", "so bad", "london and paris"]
     enc = tokenizer(texts, padding=True, return_tensors="pt")
@@ -277,3 +287,9 @@ def test_bad_prefix_config_is_one_line(tmp_path: Path, tiny_encoder: Path, task_
     )  # fmt: skip
     assert_user_error(result, "architecture: prefix: prefix_length must be >= 1, got 0")
     assert not out.exists()
+
+
+def test_acceptance_config_loads() -> None:
+    config = load_config(str(Path(__file__).parents[2] / "configs" / "prefix-demo.yaml"), [])
+    assert config.architecture.name == "prefix"
+    assert config.architecture.kwargs["freeze_encoder"] is True

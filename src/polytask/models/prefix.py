@@ -175,7 +175,7 @@ class PrefixTuning(HardSharing):
         if reparameterize is None:
             with torch.no_grad():
                 for prefix, value in zip(self.prefixes.values(), start, strict=True):
-                    assert prefix.table is not None
+                    assert isinstance(prefix, TaskPrefix) and prefix.table is not None
                     prefix.table.copy_(value)
 
     def _token_activations(self, n: int, vocab: int) -> Tensor:
@@ -211,14 +211,14 @@ class PrefixTuning(HardSharing):
         if overlapping(segments):  # tasks reading the same rows need their own forward each
             out: dict[str, Tensor] = {}
             for seg in segments:
-                rows = slice(seg.start, seg.stop)
-                types = None if token_type_ids is None else token_type_ids[rows]
+                span = slice(seg.start, seg.stop)
+                types = None if token_type_ids is None else token_type_ids[span]
                 part = [Segment(seg.task, 0, seg.stop - seg.start)]
-                out.update(self.forward(input_ids[rows], attention_mask[rows], types, part))
+                out.update(self.forward(input_ids[span], attention_mask[span], types, part))
             return out
         tasks = list(dict.fromkeys(s.task for s in segments))
         table = torch.stack([self.prefixes[t]() for t in tasks])
-        rows = None
+        rows: Tensor | None = None
         if len(tasks) > 1:
             rows = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
             for seg in segments:
