@@ -67,8 +67,9 @@ def step_cost() -> str:
         "backward). Single-input: every task labels the same rows.",
         "",
         f"| method | paper | kind | cost class | multi-input T={mid} | multi-input T={big} "
-        f"| single-input exact T={mid} | single-input repr. T={mid} | solver ms (T={big}) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
+        f"| single-input exact T={mid} | exact T={big} | representation T={mid} "
+        f"| representation T={big} | solver ms (T={big}) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, (paper, kind, cost) in METHODS.items():
         weighting = kind.startswith("loss")
@@ -76,16 +77,15 @@ def step_cost() -> str:
         cells = [
             _ratio(rows, mode="multi-input", T=mid, method=name, impl=impl),
             _ratio(rows, mode="multi-input", T=big, method=name, impl=impl),
-            "—"
-            if weighting
-            else _ratio(rows, mode="single-input", T=mid, method=name, impl="polytask-exact"),
-            "—"
-            if weighting
-            else _ratio(
-                rows, mode="single-input", T=mid, method=name, impl="polytask-representation"
-            ),
-            "—" if weighting else _solver(rows, name, big),
         ]
+        for single in ("polytask-exact", "polytask-representation"):
+            for T in (mid, big):
+                cells.append(
+                    "—"
+                    if weighting
+                    else _ratio(rows, mode="single-input", T=T, method=name, impl=single)
+                )
+        cells.append("—" if weighting else _solver(rows, name, big))
         lines.append(f"| `{name}` | {paper} | {kind} | {cost} | " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -53,17 +53,15 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
 
+from polytask.autograd_dist import all_reduce_grads, all_reduce_pieces, world_size
 from polytask.autograd_hooks import (
     SUPPORTED,
     Piece,
     SegmentCapture,
-    all_reduce_grads,
-    all_reduce_pieces,
     overlapping,
     task_rows,
     unsupported_modules,
     use_counts,
-    world_size,
 )
 
 if TYPE_CHECKING:
