@@ -367,16 +367,7 @@ class SegmentCapture:
         old, t = self.pieces.get(key), self.task
         filled = self._filled.setdefault(key, set())
         self._written.add(key)
-        if old is not None and old.rows is None and piece.rows is None:
-            same_rows = True
-        else:
-            same_rows = (
-                old is not None
-                and old.rows is not None
-                and piece.rows is not None
-                and torch.equal(old.rows, piece.rows)
-            )
-        if old is not None and same_rows:
+        if old is not None and _same_layout(old.rows, piece.rows):
             if t in filled:
                 old.values[t] += piece.values[0]
             else:
@@ -402,3 +393,8 @@ class SegmentCapture:
         if module.padding_idx is not None:  # autograd leaves the padding row's gradient at 0
             values[:, rows == module.padding_idx] = 0
         self._commit(id(w), Piece(values, rows))
+
+
+def _same_layout(a: Tensor | None, b: Tensor | None) -> bool:
+    """Both dense, or both the same embedding rows."""
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
