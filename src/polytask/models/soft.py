@@ -46,6 +46,9 @@ def penalised_names(encoder: nn.Module, top_k_layers: int | None) -> list[str]:
     return [n for n in names if (i := layer_index(n)) is not None and i >= first]
 
 
+_CHUNK = 1 << 16
+
+
 class SoftPenalty(torch.autograd.Function):
     """``λ Σ_{i<j} ‖θ_i − θ_j‖² = λ T Σ_i ‖θ_i − θ̄‖²`` with its closed-form gradient
     ``2λT (θ_i − θ̄)``, in O(T) foreach passes over the parameters (no pairs, no autograd graph).
@@ -67,7 +70,10 @@ class SoftPenalty(torch.autograd.Function):
             torch._foreach_add_(scratch, other)
         torch._foreach_mul_(scratch, -c / T)  # scratch = −c θ̄
         grads = [torch._foreach_add(scratch, copy_, alpha=c) for copy_ in copies]  # c (θ_i − θ̄)
-        norms = torch.stack([torch.stack(torch._foreach_norm(g)) for g in grads])
+        # Norms of 2^16-element views: one fp32 accumulation over a whole embedding matrix
+        # (11.7 M values) loses ~5e-4 relative; per chunk, summed in float64, ~4e-7.
+        chunks = [c for gs in grads for g in gs for c in g.reshape(-1).split(_CHUNK)]
+        norms = torch.stack(torch._foreach_norm(chunks))
         value = norms.double().square().sum() / (c * c) * (penalty * T)  # λ T Σ ‖θ_i − θ̄‖²
         ctx.grads = [g for gs in grads for g in gs]
         return value.to(params[0].dtype)
