@@ -126,7 +126,7 @@ def train(
         tc.head_lr,
         tc.weight_decay,
         [
-            (objective.weighting.parameters(), objective.weighting.lr),
+            (objective.weighting.parameters(), objective.weighting.params_lr),
             (objective.aggregator.parameters(), None),
         ],
     )

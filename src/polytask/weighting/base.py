@@ -72,7 +72,7 @@ class LossWeighting(nn.Module, ABC):
     permutation_equivariant: ClassVar[bool] = True
     #: Learning rate of the method's learned parameters (``uncertainty``, ``gradnorm``);
     #: None trains them at the run's ``head_lr`` (or ``lr``).
-    lr: float | None = None
+    params_lr: float | None = None
 
     def __init__(self, n_tasks: int) -> None:
         super().__init__()

@@ -52,7 +52,7 @@ class GradNorm(LossWeighting):
         super().__init__(n_tasks)
         if lr is not None and not lr > 0.0:
             raise ValueError(f"lr must be > 0 (or null for the run's head_lr), got {lr}")
-        self.lr = lr
+        self.params_lr = lr
         if not alpha >= 0.0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         if not 0.0 < min_weight < 1.0:
@@ -66,7 +66,7 @@ class GradNorm(LossWeighting):
     def extra_repr(self) -> str:
         return (
             f"n_tasks={self.n_tasks}, alpha={self.alpha}, min_weight={self.min_weight}, "
-            f"lr={self.lr}"
+            f"lr={self.params_lr}"
         )
 
     def forward(self, losses: Tensor) -> Tensor:

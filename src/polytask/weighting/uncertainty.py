@@ -43,7 +43,7 @@ class Uncertainty(LossWeighting):
         super().__init__(n_tasks)
         if lr is not None and not lr > 0.0:
             raise ValueError(f"lr must be > 0 (or null for the run's head_lr), got {lr}")
-        self.lr = lr
+        self.params_lr = lr
         kinds = list(kinds) if kinds is not None else ["classification"] * n_tasks
         if len(kinds) != n_tasks:
             raise ValueError(f"uncertainty kinds: expected {n_tasks} values, got {len(kinds)}")
@@ -61,7 +61,7 @@ class Uncertainty(LossWeighting):
     def extra_repr(self) -> str:
         return (
             f"n_tasks={self.n_tasks}, kinds={self.kinds}, init_log_var={self.init_log_var}, "
-            f"lr={self.lr}"
+            f"lr={self.params_lr}"
         )
 
     def forward(self, losses: Tensor) -> Tensor:
