@@ -54,7 +54,7 @@ def _solver(rows: list[dict[str, Any]], method: str, T: int) -> str:
 
 
 def _rounds(data: dict[str, Any]) -> str:
-    """"5", or "5 (9 for multi-input T=4 polytask-segments, ...)" when rows say otherwise."""
+    """The rounds per row: "5", or "5 (9 for multi-input T=4 polytask-segments)"."""
     base = data["repeats"]
     other: dict[int, set[str]] = {}
     for r in data["rows"]:
