@@ -53,6 +53,17 @@ def _solver(rows: list[dict[str, Any]], method: str, T: int) -> str:
     return "—"
 
 
+def _rounds(data: dict[str, Any]) -> str:
+    """The rounds per row: "5", or "5 (9 for multi-input T=4 polytask-segments)"."""
+    base = data["repeats"]
+    other: dict[int, set[str]] = {}
+    for r in data["rows"]:
+        if r.get("repeats", base) != base:
+            other.setdefault(r["repeats"], set()).add(f"{r['mode']} T={r['T']} {r['impl']}")
+    extra = "; ".join(f"{n} for {', '.join(sorted(w))}" for n, w in sorted(other.items()))
+    return f"{base} ({extra})" if extra else str(base)
+
+
 def step_cost() -> str:
     data = json.loads((RESULTS / "step_cost.json").read_text())
     rows = data["rows"]
@@ -62,7 +73,7 @@ def step_cost() -> str:
     lines = [
         f"Step time ÷ the equal-weighted step, bundled MiniLM on CPU ({data['threads']} threads), "
         f"{data['per_task']} examples per task, ≤ {data['length']} tokens, medians of "
-        f"{data['repeats']} alternating rounds (`benchmarks/results/step_cost.json`). "
+        f"{_rounds(data)} alternating rounds (`benchmarks/results/step_cost.json`). "
         "Multi-input: each task has its own rows (exact per-task gradients from one "
         "backward). Single-input: every task labels the same rows.",
         "",

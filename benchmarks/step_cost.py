@@ -316,6 +316,8 @@ def _run_all(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[
     for mode in args.modes:
         for n_tasks in args.tasks:
             for impl in IMPLS[mode]:
+                if args.impls and impl not in args.impls:
+                    continue
                 res = _child(mode, n_tasks, impl, args)
                 if "error" in res:
                     errors.append(res)
@@ -343,6 +345,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--modes", nargs="+", choices=list(IMPLS), default=list(IMPLS))
+    impls = sorted({i for group in IMPLS.values() for i in group})
+    parser.add_argument("--impls", nargs="+", choices=impls, help="only these (default: all)")
     parser.add_argument("--per-task", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
@@ -374,6 +378,7 @@ def main() -> None:
         "length": args.length,
         "repeats": args.repeats,
         "quick": args.quick,
+        "impls": args.impls,
         "rows": rows,
         "errors": errors,
     }
