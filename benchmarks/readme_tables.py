@@ -1,6 +1,6 @@
 """Markdown tables for the README, rendered from the committed benchmark results.
 
-    python benchmarks/readme_tables.py step_cost     # prints the tables to paste
+    python benchmarks/readme_tables.py step_cost|soft_penalty    # prints the tables to paste
 
 The README's numbers come from ``benchmarks/results/*.json`` only; this script formats
 them, it measures nothing.
@@ -131,11 +131,33 @@ def step_cost() -> str:
     return "\n".join(lines)
 
 
+def soft_penalty() -> str:
+    data = json.loads((RESULTS / "soft_penalty.json").read_text())
+    lines = [
+        f"Penalty value + gradient, T copies of MiniLM ({data['rows'][0]['params_per_copy']:,} "
+        f"parameters each), CPU, {data['threads']} threads, medians of {data['repeats']} "
+        "alternating rounds (`benchmarks/results/soft_penalty.json`):",
+        "",
+        "| T | loop over pairs × parameters (autograd) | polytask (O(T) closed form) "
+        "| speedup | relative difference of the value | of the gradient |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['T']} | {r['naive_ms']:,.0f} ms | {r['polytask_ms']:,.0f} ms "
+            f"| **{r['speedup']:.2f}×** | {r['rel_diff']:.1e} | {r['grad_rel_diff']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+TABLES = {"step_cost": step_cost, "soft_penalty": soft_penalty}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("benchmark", choices=["step_cost"])
+    parser.add_argument("benchmark", choices=list(TABLES))
     args = parser.parse_args()
-    print({"step_cost": step_cost}[args.benchmark]())
+    print(TABLES[args.benchmark]())
 
 
 if __name__ == "__main__":
