@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 WORDS = [
     "good",
@@ -65,7 +66,10 @@ def make_tiny_encoder(folder: Path) -> Path:
         intermediate_size=64,
         max_position_embeddings=128,
     )
-    BertModel(config).save_pretrained(str(folder))
+    # seeded: the same weights whichever test first asks for the encoder
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(str(folder))
     return folder
 
 
