@@ -41,6 +41,18 @@ class MultiTaskModel(nn.Module, ABC):
         """Parameters only ``task``'s loss reaches (its head)."""
         ...
 
+    @staticmethod
+    def encode(
+        encoder: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``encoder``'s last hidden states ``[B, L, H]``; ``token_type_ids`` only when given."""
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        out = encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return out.last_hidden_state
+
     def encoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Pretrained parameters, trained at ``train.lr``; every other parameter (heads, new
         modules) gets ``train.head_lr``. Default: the shared parameters."""

@@ -45,10 +45,7 @@ class HardSharing(MultiTaskModel):
         token_type_ids: torch.Tensor | None,
         segments: list[Segment],
     ) -> dict[str, torch.Tensor]:
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, **kwargs
-        ).last_hidden_state
+        hidden = self.encode(self.encoder, input_ids, attention_mask, token_type_ids)
         out = {}
         for seg in segments:
             rows, mask = hidden[seg.start : seg.stop], attention_mask[seg.start : seg.stop]

@@ -90,10 +90,7 @@ class MMoE(MultiTaskModel):
         token_type_ids: torch.Tensor | None,
         segments: list[Segment],
     ) -> dict[str, torch.Tensor]:
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, **kwargs
-        ).last_hidden_state
+        hidden = self.encode(self.encoder, input_ids, attention_mask, token_type_ids)
         token = {s.task: self._token_level(s.task) for s in segments}
         pooled = pool(hidden, attention_mask, self.pooling) if not all(token.values()) else None
         # experts on the whole batch (not per segment): see the class docstring
