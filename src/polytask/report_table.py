@@ -42,3 +42,54 @@ def routing_table(routing: dict[str, Any], title: str = "routing") -> Table:
             units = f"{entry['count']:,} {entry['unit']}" if i == 0 else ""
             table.add_row(task if i == 0 else "", block, units, *(f"{s:.3f}" for s in shares))
     return table
+
+
+def check_tables(result: dict[str, Any]) -> list[Table]:
+    """The five parts of ``polytask check`` as tables, in reading order."""
+    tasks = result["tasks"]
+    cos = Table(title=f"1. gradient cosine on the shared parameters ({result['batches']} batches)")
+    for column in ("pair", "mean", "std", "min", "max", "reading"):
+        cos.add_column(column, justify="left" if column in ("pair", "reading") else "right")
+    for p in result["cosine"]["pairs"]:
+        cos.add_row(
+            f"{p['a']} / {p['b']}",
+            *(
+                f"{p[k]:+.4f}" if k != "std" else f"{p[k]:.4f}"
+                for k in ("mean", "std", "min", "max")
+            ),
+            p["label"],
+        )
+    scale = Table(title=f"2. raw loss at initialisation — {result['loss_scale']['advice']}")
+    for column in ("task", "type", "loss"):
+        scale.add_column(column, justify="right" if column == "loss" else "left")
+    for task, v in result["loss_scale"]["tasks"].items():
+        scale.add_row(task, v["type"], f"{v['loss']:.4g}")
+    sampling = result["sampling"]
+    plan = Table(
+        title=f"3. updates per task over the first {sampling['steps']} steps "
+        f"({sampling['tasks_per_step']} task(s) per step; * configured, ! < 5 %)"
+    )
+    plan.add_column("sampler")
+    for task in tasks:
+        plan.add_column(task, justify="right")
+    for name, entry in sampling["plans"].items():
+        mark = "*" if name == sampling["configured"] else ""
+        plan.add_row(
+            name + mark,
+            *(
+                f"{entry['counts'][t]} ({entry['shares'][t]:.0%})"
+                + ("!" if t in entry["starved"] else "")
+                for t in tasks
+            ),
+        )
+    data = Table(title=f"4. training examples (imbalance {result['datasets']['imbalance']:.1f}x)")
+    for column in ("task", "examples"):
+        data.add_column(column, justify="right" if column == "examples" else "left")
+    for task, n in result["datasets"]["sizes"].items():
+        data.add_row(task, f"{n:,}")
+    recs = Table(title="5. recommendations")
+    for column in ("topic", "advice", "evidence"):
+        recs.add_column(column)
+    for r in result["recommendations"]:
+        recs.add_row(r["topic"], r["advice"], r["evidence"])
+    return [cos, scale, plan, data, recs]

@@ -1,4 +1,4 @@
-"""``polytask``: train, sweep-aux, eval, predict, ls, data. Each parses, loads, calls one thing."""
+"""``polytask``: the commands. Each parses, loads, calls one thing."""
 
 from __future__ import annotations
 
@@ -110,6 +110,41 @@ def sweep_aux(
     out_console = Console(soft_wrap=True, highlight=False)
     out_console.print(markdown(summary), markup=False)
     out_console.print(f"written: {out / 'sweep_aux.json'}, {out / 'sweep_aux.md'}")
+
+
+@app.command()
+def check(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="[CONFIG] [key=value ...]; no CONFIG: the bundled demo"),
+    ] = None,
+    batches: Annotated[int, typer.Option(help="batches to average the gradient cosines over")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="print the facts as JSON")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="also write them to this JSON file")
+    ] = None,
+) -> None:
+    """Pre-flight checklist: gradient cosines, loss scales, sampling plan, sizes, advice."""
+    from polytask.check import run_check
+    from polytask.checkpoint import write_json
+    from polytask.config import load_config
+    from polytask.report_table import check_tables
+
+    if output is not None and not output.parent.is_dir():
+        raise PolytaskError(f"--output: folder '{output.parent}' does not exist")
+    config_path, overrides = _split_args(args)
+    config = load_config(config_path, overrides)
+    result = run_check(config, batches, source=config_path or "bundled demo")
+    if output is not None:
+        write_json(output, result)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for table in check_tables(result):
+        out.print(table)
+    if "note" in result:
+        out.print(f"note: {result['note']}")
+    out.print(f"{result['seconds']} s" + (f"; written: {output}" if output else ""))
 
 
 @app.command("eval")

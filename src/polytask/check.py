@@ -1,0 +1,226 @@
+"""``polytask check``: the pre-flight checklist, measured on a few batches before a long run.
+
+Five parts, each a plain JSON-able dict (``check.json``):
+
+* ``cosine`` — pairwise cosine similarity of the per-task gradients of the shared
+  parameters, per batch, then mean / std / min / max over ``batches`` batches, labelled
+  with the rule of thumb (> +0.1 positive transfer, −0.1…+0.1 neutral, < −0.1
+  interference). Each batch holds one micro-batch of every task; the per-task gradients
+  come from :class:`polytask.autograd.PerTaskGradients` (one forward and one backward per
+  batch) with the model in eval mode, so the numbers are deterministic. Every task's
+  batches are drawn with the same seed: two tasks over the same file see the same rows.
+* ``loss_scale`` — each task's raw loss at initialisation (mean over the same batches) and
+  whether loss-scale normalisation is advised.
+* ``sampling`` — per-task update counts over the first 100 steps for the configured sampler
+  and each alternative (a dry run of the sampler), flagging tasks with < 5 % of updates.
+* ``datasets`` — training-set sizes and their imbalance ratio (largest / smallest).
+* ``recommendations`` — the decision rules of SPEC §4 (:mod:`polytask.check_rules`), each
+  with the evidence that triggered it.
+
+Nothing is trained and nothing is written unless asked (``-o FILE``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from polytask.autograd import PerTaskGradients
+from polytask.check_rules import loss_scale_advice, recommend
+from polytask.config import ArchitectureConfig, RunConfig
+from polytask.data.batching import Batch, TaskStream, collate
+from polytask.data.samplers import SAMPLERS, build_sampler, update_counts
+from polytask.errors import ConfigError
+from polytask.train import Setup, build, task_losses
+
+PLAN_STEPS = 100
+STARVED = 0.05
+#: the rule of thumb's band around zero
+NEUTRAL = 0.1
+
+
+def label(cosine: float) -> str:
+    """The rule of thumb for a mean gradient cosine."""
+    if cosine > NEUTRAL:
+        return "positive transfer"
+    if cosine < -NEUTRAL:
+        return "interference"
+    return "neutral"
+
+
+def check_batches(setup: Setup, batches: int) -> list[Batch]:
+    """``batches`` multi-task batches, one training micro-batch per task, on the CPU.
+
+    Every task's stream has the same seed (common random numbers): identical datasets
+    give identical rows, so a duplicated task measures exactly the same gradient.
+    """
+    config, pad_id = setup.config, int(setup.tokenizer.pad_token_id or 0)
+    streams = {
+        name: TaskStream(
+            data.splits["train"],
+            config.train.batch_size,
+            config.train.bucket_batches,
+            config.seed,
+            data.spec,
+        )
+        for name, data in setup.data.items()
+    }
+    return [
+        collate([(setup.data[n].spec, s.next_rows()) for n, s in streams.items()], pad_id)
+        for _ in range(batches)
+    ]
+
+
+def gradient_cosines(setup: Setup, batches: list[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-batch cosine matrices ``[N, T, T]`` of the shared gradients, and losses ``[N, T]``.
+
+    The model is put in eval mode (no dropout) and its gradients are cleared afterwards.
+    """
+    model, specs, tasks = setup.model, setup.specs, list(setup.specs)
+    if not model.shared_parameters():
+        raise ConfigError(
+            f"architecture: '{setup.config.architecture.name}' shares no parameters, so its "
+            "tasks' gradients have nothing to compare"
+        )
+    engine = PerTaskGradients(model)
+    was_training = model.training
+    model.eval()
+    cosines, losses = [], []
+    try:
+        for batch in batches:
+            with engine.capture(batch.segments):
+                step = task_losses(model, batch, specs)
+            losses.append(torch.stack([step[t].detach().double() for t in tasks]))
+            stats = engine.backward({t: step[t] for t in tasks}, _ones)
+            cosines.append(stats.cosine.double())
+            model.zero_grad(set_to_none=True)
+    finally:
+        model.train(was_training)
+    return torch.stack(cosines), torch.stack(losses)
+
+
+def _ones(gramian: torch.Tensor) -> torch.Tensor:
+    return torch.ones(gramian.shape[0], dtype=gramian.dtype, device=gramian.device)
+
+
+def cosine_summary(tasks: list[str], cosines: torch.Tensor) -> dict[str, Any]:
+    """Mean, spread and label of every pair over the batches (``cosines``: ``[N, T, T]``)."""
+    mean = cosines.mean(0)
+    std = cosines.std(0, correction=1) if len(cosines) > 1 else torch.zeros_like(mean)
+    pairs = []
+    for i in range(len(tasks)):
+        for j in range(i + 1, len(tasks)):
+            values = cosines[:, i, j]
+            pairs.append(
+                {
+                    "a": tasks[i],
+                    "b": tasks[j],
+                    "mean": round(float(values.mean()), 6),
+                    "std": round(float(std[i, j]), 6),
+                    "min": round(float(values.min()), 6),
+                    "max": round(float(values.max()), 6),
+                    "label": label(float(values.mean())),
+                }
+            )
+    return {"mean": _rounded(mean), "std": _rounded(std), "pairs": pairs}
+
+
+def sampling_plans(config: RunConfig, sizes: list[int], tasks: list[str]) -> dict[str, Any]:
+    """Update counts over the first 100 steps for the configured sampler and the others."""
+    sc, k = config.sampler, _tasks_per_step(config, len(tasks))
+    plans = {}
+    for name in [sc.name, *(n for n in SAMPLERS.names() if n != sc.name)]:
+        sampler = build_sampler(name, sizes, config.seed, sc.alpha, sc.alpha_start, sc.alpha_end)
+        counts = update_counts(sampler, PLAN_STEPS, k, config.train.max_steps)
+        total = sum(counts)
+        shares = {t: round(c / total, 4) for t, c in zip(tasks, counts, strict=True)}
+        plans[name] = {
+            "counts": dict(zip(tasks, counts, strict=True)),
+            "shares": shares,
+            "starved": [t for t, s in shares.items() if s < STARVED],
+        }
+    return {
+        "configured": sc.name,
+        "tasks_per_step": k,
+        "steps": PLAN_STEPS,
+        "plans": plans,
+    }
+
+
+def _tasks_per_step(config: RunConfig, n: int) -> int:
+    k = config.sampler.tasks_per_step
+    return n if k == "all" else min(int(k), n)
+
+
+def measurement_setup(config: RunConfig) -> tuple[Setup, str | None]:
+    """The setup the gradients are measured on, and a note when it is not the configured one.
+
+    An architecture without shared parameters (soft sharing) is measured as hard sharing
+    over the same encoder and heads: the question is whether the tasks interfere when they
+    share the encoder.
+    """
+    setup = build(config)
+    if setup.model.shared_parameters():
+        return setup, None
+    arch = config.architecture
+    hard = config.model_copy(
+        update={
+            "architecture": ArchitectureConfig(
+                name="hard", head_hidden=arch.head_hidden, head_dropout=arch.head_dropout
+            )
+        }
+    )
+    note = f"'{arch.name}' shares no parameters: gradients measured with hard sharing"
+    return build(hard), note
+
+
+def run_check(config: RunConfig, batches: int = 8, source: str = "") -> dict[str, Any]:
+    """Build the configured model and data and measure every part of the checklist."""
+    if batches < 1:
+        raise ConfigError(f"--batches must be at least 1, not {batches}")
+    started = time.perf_counter()
+    setup, note = measurement_setup(config)
+    result = check_setup(setup, batches)
+    result["config"] = source
+    if note:
+        result["note"] = note
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def check_setup(setup: Setup, batches: int) -> dict[str, Any]:
+    """The checklist on an already built setup (the model's current weights)."""
+    config, tasks = setup.config, list(setup.specs)
+    if len(tasks) < 2:
+        raise ConfigError("check needs at least two tasks: there is nothing to compare")
+    sizes = [len(setup.data[t].splits["train"]) for t in tasks]
+    cosines, losses = gradient_cosines(setup, check_batches(setup, batches))
+    mean_loss = losses.mean(0)
+    scale = {
+        t: {"loss": round(float(v), 6), "type": setup.specs[t].type}
+        for t, v in zip(tasks, mean_loss, strict=True)
+    }
+    ratio = float(mean_loss.max() / mean_loss.min().clamp(min=1e-12))
+    result: dict[str, Any] = {
+        "tasks": tasks,
+        "batches": batches,
+        "cosine": cosine_summary(tasks, cosines),
+        "loss_scale": {
+            "tasks": scale,
+            "ratio": round(ratio, 4),
+            "advice": loss_scale_advice(ratio, config.weighting.name),
+        },
+        "sampling": sampling_plans(config, sizes, tasks),
+        "datasets": {
+            "sizes": dict(zip(tasks, sizes, strict=True)),
+            "imbalance": round(max(sizes) / min(sizes), 4),
+        },
+    }
+    result["recommendations"] = recommend(config, result)
+    return result
+
+
+def _rounded(matrix: torch.Tensor) -> list[list[float]]:
+    return [[round(float(v), 6) for v in row] for row in matrix]

@@ -1,0 +1,135 @@
+"""The decision rules of SPEC §4, applied to the measurements of ``polytask check``.
+
+Each rule returns ``{"topic", "advice", "evidence"}``; the evidence quotes the numbers that
+triggered it. Thresholds are the rule of thumb (cosine ±0.1) and plain ratios, named here
+so the docs and the tests can point at them:
+
+* tasks are **related** when every pair's mean cosine is > +0.1, **in strong
+  interference** when some pair's is < −0.1, otherwise **partially interfering**;
+* dataset sizes are **similar** when largest / smallest ≤ ``SIMILAR_SIZES``;
+* loss scales need normalising when largest / smallest raw loss ≥ ``LOSS_RATIO_HIGH``;
+* the primary task is **small** when its training set is < ``SMALL_PRIMARY`` of the largest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polytask.config import RunConfig
+
+SIMILAR_SIZES = 4.0
+LOSS_RATIO_HIGH = 10.0
+LOSS_RATIO_SOME = 3.0
+SMALL_PRIMARY = 0.25
+#: the aggregators meant for conflicting gradients
+SURGERY = "pcgrad (or cagrad / upgrad)"
+#: weightings that already adapt to loss scales
+SCALE_AWARE = ("scale_norm", "uncertainty", "famo", "gradnorm", "dwa")
+
+
+def loss_scale_advice(ratio: float, weighting: str) -> str:
+    """Whether the raw loss scales need normalising (largest / smallest loss = ``ratio``)."""
+    if weighting in SCALE_AWARE and ratio >= LOSS_RATIO_SOME:
+        return f"scales differ {ratio:.1f}x; the configured '{weighting}' weighting adapts to it"
+    if ratio >= LOSS_RATIO_HIGH:
+        return f"normalise: scales differ {ratio:.1f}x (weighting scale_norm or uncertainty)"
+    if ratio >= LOSS_RATIO_SOME:
+        return f"consider scale_norm or uncertainty: scales differ {ratio:.1f}x"
+    return f"not needed: scales within {ratio:.1f}x"
+
+
+def _fmt_pair(pair: dict[str, Any]) -> str:
+    return f"{pair['a']}/{pair['b']} {pair['mean']:+.3f} (± {pair['std']:.3f})"
+
+
+def recommend(config: RunConfig, result: dict[str, Any]) -> list[dict[str, str]]:
+    """Recommendations with their evidence, from the measured ``result`` of a check."""
+    tasks: list[str] = result["tasks"]
+    pairs = result["cosine"]["pairs"]
+    sizes: dict[str, int] = result["datasets"]["sizes"]
+    imbalance: float = result["datasets"]["imbalance"]
+    bad = [p for p in pairs if p["label"] == "interference"]
+    weak = [p for p in pairs if p["label"] == "neutral"]
+    recs: list[dict[str, str]] = []
+
+    def add(topic: str, advice: str, evidence: str) -> None:
+        recs.append({"topic": topic, "advice": advice, "evidence": evidence})
+
+    if bad:
+        worst = sorted(bad, key=lambda p: p["mean"])
+        counts = {t: sum(t in (p["a"], p["b"]) for p in bad) for t in tasks}
+        culprit = max(tasks, key=lambda t: (counts[t], -sizes[t]))
+        add(
+            "aggregator",
+            f"strong interference: use gradient surgery, aggregator {SURGERY}",
+            "gradient cosine < -0.1: " + ", ".join(_fmt_pair(p) for p in worst),
+        )
+        if config.primary != culprit:
+            add(
+                "tasks",
+                f"down-weight '{culprit}', make it auxiliary, or drop it",
+                f"'{culprit}' is in {counts[culprit]} of the {len(bad)} interfering pairs",
+            )
+    elif weak:
+        n = len(tasks)
+        if n <= 4:
+            arch = "soft sharing (architecture: soft; the cost is one encoder per task)"
+        else:
+            arch = "task-conditioned sharing (task_embedding, film or prefix)"
+        add(
+            "architecture",
+            f"partial interference: {arch}",
+            f"{len(weak)} of {len(pairs)} pairs neutral (|cosine| <= 0.1): "
+            + ", ".join(_fmt_pair(p) for p in weak)
+            + f"; {n} tasks",
+        )
+    elif imbalance <= SIMILAR_SIZES:
+        add(
+            "architecture",
+            "hard sharing (related tasks, similar sizes): proportional sampler, equal weights",
+            "every pair's gradient cosine > +0.1 ("
+            + ", ".join(_fmt_pair(p) for p in pairs)
+            + f"); sizes within {imbalance:.1f}x",
+        )
+    else:
+        add(
+            "architecture",
+            "hard sharing (related tasks) with a temperature sampler (alpha 0.5-0.75)",
+            f"every pair's gradient cosine > +0.1; sizes differ {imbalance:.1f}x",
+        )
+    _sampling_rule(result, add)
+    ratio = result["loss_scale"]["ratio"]
+    if ratio >= LOSS_RATIO_SOME and config.weighting.name not in SCALE_AWARE:
+        add(
+            "weighting",
+            "weighting: scale_norm (or uncertainty)",
+            f"raw losses at initialisation differ {ratio:.1f}x: "
+            + ", ".join(f"{t} {v['loss']:.3g}" for t, v in result["loss_scale"]["tasks"].items()),
+        )
+    primary = config.primary
+    largest = max(sizes.values())
+    others = [t for t in tasks if t != primary]
+    if sizes[primary] < SMALL_PRIMARY * largest and others:
+        add(
+            "auxiliary",
+            f"small primary task: train '{primary}' with the data-rich tasks as auxiliary "
+            "(auxiliary: true), early stopping on the primary task's metric",
+            f"'{primary}' has {sizes[primary]:,} training examples, "
+            f"{sizes[primary] / largest:.0%} of the largest ({largest:,})",
+        )
+    return recs
+
+
+def _sampling_rule(result: dict[str, Any], add: Any) -> None:
+    sampling = result["sampling"]
+    configured = sampling["plans"][sampling["configured"]]
+    if not configured["starved"]:
+        return
+    better = [name for name, plan in sampling["plans"].items() if not plan["starved"]]
+    shares = ", ".join(f"{t} {configured['shares'][t]:.1%}" for t in configured["starved"])
+    add(
+        "sampler",
+        f"the '{sampling['configured']}' sampler starves tasks: use "
+        + (" or ".join(better) if better else "tasks_per_step: all"),
+        f"share of the first {sampling['steps']} steps' updates < 5%: {shares}",
+    )
