@@ -50,7 +50,7 @@ def label(cosine: float) -> str:
     return "neutral"
 
 
-def check_batches(setup: Setup, batches: int) -> list[Batch]:
+def check_batches(setup: Setup, batches: int, seed_offset: int = 0) -> list[Batch]:
     """``batches`` multi-task batches, one training micro-batch per task, on the CPU.
 
     Every task's stream has the same seed (common random numbers): identical datasets
@@ -62,7 +62,7 @@ def check_batches(setup: Setup, batches: int) -> list[Batch]:
             data.splits["train"],
             config.train.batch_size,
             config.train.bucket_batches,
-            config.seed,
+            config.seed + seed_offset,
             data.spec,
         )
         for name, data in setup.data.items()
@@ -99,6 +99,45 @@ def gradient_cosines(setup: Setup, batches: list[Batch]) -> tuple[torch.Tensor, 
     finally:
         model.train(was_training)
     return torch.stack(cosines), torch.stack(losses)
+
+
+@torch.no_grad()
+def initial_losses(setup: Setup, batches: list[Batch]) -> torch.Tensor:
+    """Each task's loss on each batch, ``[N, T]``, without gradients (eval mode)."""
+    model, tasks, was_training = setup.model, list(setup.specs), setup.model.training
+    model.eval()
+    try:
+        rows = [task_losses(model, b, setup.specs) for b in batches]
+    finally:
+        model.train(was_training)
+    return torch.tensor([[float(r[t]) for t in tasks] for r in rows], dtype=torch.float64)
+
+
+def warm_up_heads(setup: Setup, steps: int) -> None:
+    """Train only the task heads for ``steps`` steps (every task each step, the shared
+    parameters frozen): random heads make every gradient cosine read near zero.
+
+    AdamW at ``train.head_lr`` (default 1e-3, a linear-probe rate); dropout off; batches
+    drawn apart from the measurement batches.
+    """
+    model, specs = setup.model, setup.specs
+    shared = [p for _, p in model.shared_parameters() if p.requires_grad]
+    heads = [p for t in specs for _, p in model.task_parameters(t) if p.requires_grad]
+    optimizer = torch.optim.AdamW(heads, lr=setup.config.train.head_lr or 1e-3)
+    was_training = model.training
+    model.eval()
+    for p in shared:
+        p.requires_grad_(False)
+    try:
+        for batch in check_batches(setup, steps, seed_offset=1):
+            losses = task_losses(model, batch, specs)
+            torch.stack(list(losses.values())).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    finally:
+        for p in shared:
+            p.requires_grad_(True)
+        model.train(was_training)
 
 
 def _ones(gramian: torch.Tensor) -> torch.Tensor:
@@ -176,13 +215,17 @@ def measurement_setup(config: RunConfig) -> tuple[Setup, str | None]:
     return build(hard), note
 
 
-def run_check(config: RunConfig, batches: int = 8, source: str = "") -> dict[str, Any]:
+def run_check(
+    config: RunConfig, batches: int = 8, source: str = "", head_warmup: int = 0
+) -> dict[str, Any]:
     """Build the configured model and data and measure every part of the checklist."""
     if batches < 1:
         raise ConfigError(f"--batches must be at least 1, not {batches}")
+    if head_warmup < 0:
+        raise ConfigError(f"--head-warmup must be 0 or more, not {head_warmup}")
     started = time.perf_counter()
     setup, note = measurement_setup(config)
-    result = check_setup(setup, batches)
+    result = check_setup(setup, batches, head_warmup)
     result["config"] = source
     if note:
         result["note"] = note
@@ -190,13 +233,23 @@ def run_check(config: RunConfig, batches: int = 8, source: str = "") -> dict[str
     return result
 
 
-def check_setup(setup: Setup, batches: int) -> dict[str, Any]:
-    """The checklist on an already built setup (the model's current weights)."""
+def check_setup(setup: Setup, batches: int, head_warmup: int = 0) -> dict[str, Any]:
+    """The checklist on an already built setup (the model's current weights).
+
+    The raw loss scales are measured before any head warm-up (at initialisation); the
+    cosines after it.
+    """
     config, tasks = setup.config, list(setup.specs)
     if len(tasks) < 2:
         raise ConfigError("check needs at least two tasks: there is nothing to compare")
     sizes = [len(setup.data[t].splits["train"]) for t in tasks]
-    cosines, losses = gradient_cosines(setup, check_batches(setup, batches))
+    measured = check_batches(setup, batches)
+    if head_warmup:
+        losses = initial_losses(setup, measured)
+        warm_up_heads(setup, head_warmup)
+        cosines, _ = gradient_cosines(setup, measured)
+    else:
+        cosines, losses = gradient_cosines(setup, measured)
     mean_loss = losses.mean(0)
     scale = {
         t: {"loss": round(float(v), 6), "type": setup.specs[t].type}
@@ -206,6 +259,7 @@ def check_setup(setup: Setup, batches: int) -> dict[str, Any]:
     result: dict[str, Any] = {
         "tasks": tasks,
         "batches": batches,
+        "head_warmup": head_warmup,
         "cosine": cosine_summary(tasks, cosines),
         "loss_scale": {
             "tasks": scale,

@@ -47,7 +47,11 @@ def routing_table(routing: dict[str, Any], title: str = "routing") -> Table:
 def check_tables(result: dict[str, Any]) -> list[Table]:
     """The five parts of ``polytask check`` as tables, in reading order."""
     tasks = result["tasks"]
-    cos = Table(title=f"1. gradient cosine on the shared parameters ({result['batches']} batches)")
+    warm = result.get("head_warmup", 0)
+    cos = Table(
+        title=f"1. gradient cosine on the shared parameters ({result['batches']} batches; "
+        + (f"after {warm} head-only steps)" if warm else "random heads at initialisation)")
+    )
     for column in ("pair", "mean", "std", "min", "max", "reading"):
         cos.add_column(column, justify="left" if column in ("pair", "reading") else "right")
     for p in result["cosine"]["pairs"]:
@@ -65,9 +69,14 @@ def check_tables(result: dict[str, Any]) -> list[Table]:
     for task, v in result["loss_scale"]["tasks"].items():
         scale.add_row(task, v["type"], f"{v['loss']:.4g}")
     sampling = result["sampling"]
+    every = sampling["tasks_per_step"] == len(tasks)
     plan = Table(
         title=f"3. updates per task over the first {sampling['steps']} steps "
-        f"({sampling['tasks_per_step']} task(s) per step; * configured, ! < 5 %)"
+        + (
+            "(every task in every step: the sampler does not change the plan)"
+            if every
+            else f"({sampling['tasks_per_step']} task(s) per step; * configured, ! < 5 %)"
+        )
     )
     plan.add_column("sampler")
     for task in tasks:

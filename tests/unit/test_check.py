@@ -187,3 +187,20 @@ def test_cli(tmp_path: Path, tiny_encoder: Path, task_files: Any) -> None:
         polytask("check", str(cfg), "-o", str(tmp_path / "missing" / "c.json")), "does not exist"
     )
     assert not (tmp_path / "missing").exists()
+
+
+def test_head_warmup(tiny_encoder: Path, task_files: Any) -> None:
+    """Warm-up trains the heads only: shared weights untouched, heads moved, init losses kept."""
+    setup = build(config_from_dict(base_config(tiny_encoder, task_files)))
+    shared = {n: p.detach().clone() for n, p in setup.model.shared_parameters()}
+    head = setup.model.heads["sent"]  # type: ignore[index]
+    before = [p.detach().clone() for p in head.parameters()]
+    cold = check_setup(build(setup.config), batches=2)
+    warm = check_setup(setup, batches=2, head_warmup=5)
+    assert warm["head_warmup"] == 5 and cold["head_warmup"] == 0
+    assert warm["loss_scale"] == cold["loss_scale"]  # measured at initialisation either way
+    assert warm["cosine"]["mean"] != cold["cosine"]["mean"]
+    for n, p in setup.model.shared_parameters():
+        assert torch.equal(p, shared[n]), n
+        assert p.requires_grad
+    assert any(not torch.equal(a, b) for a, b in zip(before, head.parameters(), strict=True))

@@ -119,6 +119,9 @@ def check(
         typer.Argument(help="[CONFIG] [key=value ...]; no CONFIG: the bundled demo"),
     ] = None,
     batches: Annotated[int, typer.Option(help="batches to average the gradient cosines over")] = 8,
+    head_warmup: Annotated[
+        int, typer.Option(help="train only the heads this many steps before measuring cosines")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print the facts as JSON")] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="also write them to this JSON file")
@@ -134,7 +137,7 @@ def check(
         raise PolytaskError(f"--output: folder '{output.parent}' does not exist")
     config_path, overrides = _split_args(args)
     config = load_config(config_path, overrides)
-    result = run_check(config, batches, source=config_path or "bundled demo")
+    result = run_check(config, batches, config_path or "bundled demo", head_warmup)
     if output is not None:
         write_json(output, result)
     if as_json:
