@@ -242,6 +242,7 @@ class TrainConfig(StrictModel):
     max_grad_norm: float | None = Field(default=1.0, gt=0.0)
     eval_every: int = Field(default=200, gt=0)
     checkpoint_every: int | None = Field(default=None, gt=0)
+    monitor_every: int | None = Field(default=20, gt=0)  # gradient cosines, every N steps
     patience: int | None = Field(default=5, gt=0)
     primary_task: str | None = None
     bucket_batches: int = Field(default=50, ge=1)

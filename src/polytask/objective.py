@@ -46,21 +46,46 @@ class Objective(nn.Module):
         self.weighting = weighting
         self.aggregator = aggregator
         self._engine: PerTaskGradients | None = None
+        self._monitor: PerTaskGradients | None = None
+        self._active: PerTaskGradients | None = None  # the engine of the current step
 
     @property
     def needs_task_gradients(self) -> bool:
         return not self.aggregator.gramian_free or self.weighting.needs_grad_norms
 
-    def attach(self, model: MultiTaskModel) -> None:
-        """Bind the per-task gradient engine to the (unwrapped) model, when needed."""
+    def attach(self, model: MultiTaskModel, monitor: bool = False) -> None:
+        """Bind the per-task gradient engine to the (unwrapped) model, when needed.
+
+        ``monitor``: methods that need no per-task gradients (``sum``/``mean`` with a
+        loss-space weighting) get an engine too, used only on the steps :meth:`capture`
+        is told to monitor; their update is unchanged (the aggregator's fixed weights).
+        """
         self._engine = PerTaskGradients(model) if self.needs_task_gradients else None
+        self._monitor = (
+            PerTaskGradients(model)
+            if monitor and self._engine is None and model.shared_parameters()
+            else None
+        )
+        self._active = None
+
+    def uses_engine(self, segments: list[Segment], monitor: bool = False) -> bool:
+        """Pick the engine for a step (before its forward): True when one will run."""
+        present = {s.task for s in segments}
+        engine = self._engine or (self._monitor if monitor else None)
+        self._active = engine if present == set(self.tasks) else None
+        return self._active is not None
 
     def capture(self, segments: list[Segment]) -> AbstractContextManager[None]:
-        """Context for the forward of a batch: lets the engine split gradients by task."""
-        present = {s.task for s in segments}
-        if self._engine is None or present != set(self.tasks):
+        """Context for the forward of a batch: lets the engine split gradients by task.
+
+        Call :meth:`uses_engine` first to monitor a step; without it the step uses the
+        method's own engine (if any).
+        """
+        if self._active is None:
+            self.uses_engine(segments)
+        if self._active is None:
             return nullcontext()
-        return self._engine.capture(segments)
+        return self._active.capture(segments)
 
     def _vector(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack([losses[t].detach().float() for t in self.tasks])
@@ -77,13 +102,14 @@ class Objective(nn.Module):
         as they are, outside weighting and aggregation, and logged as ``regularization``.
         """
         extra = {k: v for k, v in (extra or {}).items() if v.requires_grad}
-        if extra and self._engine is not None and all(t in losses for t in self.tasks):
+        engine, self._active = self._active, None
+        if extra and engine is not None and all(t in losses for t in self.tasks):
             # the engine frees the forward graph: backpropagate the extra terms first
             total = torch.stack([v.float() for v in extra.values()]).sum()
             accelerator.backward(total, retain_graph=True)
-            log = self._backward(accelerator, losses, {})
+            log = self._backward(accelerator, losses, {}, engine)
         else:
-            log = self._backward(accelerator, losses, extra)
+            log = self._backward(accelerator, losses, extra, engine)
         if extra:
             log["regularization"] = {k: round(float(v.detach()), 6) for k, v in extra.items()}
         return log
@@ -93,6 +119,7 @@ class Objective(nn.Module):
         accelerator: Accelerator,
         losses: dict[str, torch.Tensor],
         extra: dict[str, torch.Tensor],
+        engine: PerTaskGradients | None,
     ) -> dict[str, Any]:
         if any(t not in losses for t in self.tasks):  # a subset step: equal/static only
             weights = {t: self.task_weights[t] for t in losses}
@@ -105,8 +132,8 @@ class Objective(nn.Module):
         static = torch.tensor([self.task_weights[t] for t in self.tasks], device=device)
         log: dict[str, Any] = {"weights": _named(self.tasks, w * static)}
         regularizer = self.weighting.regularizer().to(device)
-        if self._engine is None:
-            scale = self.aggregator.weights(torch.eye(len(self.tasks), dtype=torch.float64))
+        if engine is None:
+            scale = self._fixed_scale()
             coef = w * static * scale.to(w)
             terms = {t: losses[t] * coef[i] for i, t in enumerate(self.tasks)}
             terms["_regularizer"] = regularizer
@@ -114,8 +141,14 @@ class Objective(nn.Module):
             autograd.weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
             return log
         coef = (w * static).detach()
-        scaled = {t: losses[t] * coef[i] for i, t in enumerate(self.tasks)}
-        stats = self._engine.backward(scaled, self._combine(losses))
+        # a monitored step keeps the Gramian-free update exactly: the aggregator's fixed
+        # weights scale each task's loss (so its head too, as a plain backward would)
+        fixed = None if engine is self._engine else self._fixed_scale().to(coef)
+        step = coef if fixed is None else coef * fixed
+        scaled = {t: losses[t] * step[i] for i, t in enumerate(self.tasks)}
+        stats = engine.backward(scaled, self._combine(losses) if fixed is None else _ones)
+        if fixed is not None:  # report them as the aggregator's weights on ∇(w_t L_t)
+            stats.weights, stats.norms = fixed.cpu(), stats.norms / fixed.cpu()
         # learned weights (uncertainty) see the losses as constants: a backward that never
         # enters the encoder, so their gradient costs nothing next to the step
         learned = (w * static * self._vector(losses).to(device)).sum() + regularizer
@@ -134,6 +167,10 @@ class Objective(nn.Module):
         )
         return log
 
+    def _fixed_scale(self) -> torch.Tensor:
+        """A Gramian-free aggregator's weights (``sum``: ones, ``mean``: 1/T)."""
+        return self.aggregator.weights(torch.eye(len(self.tasks), dtype=torch.float64))
+
     def _combine(self, losses: dict[str, torch.Tensor]) -> Any:
         vector = self._vector(losses) if self.aggregator.needs_losses else None
         precision = float(torch.finfo(next(iter(losses.values())).dtype).eps)
@@ -147,6 +184,10 @@ class Objective(nn.Module):
         """After the optimiser step: let stateful weightings see the (new) losses."""
         if all(t in losses for t in self.tasks):
             self.weighting.observe(self._vector(losses))
+
+
+def _ones(gramian: torch.Tensor) -> torch.Tensor:
+    return torch.ones(gramian.shape[0], dtype=gramian.dtype, device=gramian.device)
 
 
 def _named(tasks: list[str], values: torch.Tensor) -> dict[str, float]:

@@ -134,7 +134,7 @@ def train(
     scheduler = LambdaLR(optimizer, WarmupLinearDecay(warmup, tc.max_steps))
     model, optimizer, scheduler = accelerator.prepare(setup.model, optimizer, scheduler)
     setup.objective.to(accelerator.device)
-    setup.objective.attach(accelerator.unwrap_model(model))
+    setup.objective.attach(accelerator.unwrap_model(model), monitor=tc.monitor_every is not None)
     train_splits = {n: setup.data[n].splits["train"] for n in names}
     sizes = [len(train_splits[n]) for n in names]
     live = Resumable(
@@ -172,7 +172,8 @@ def train(
         picked = [names[i] for i in live.sampler.sample(state.step, tc.max_steps, k)]
         rows = [(specs[n], live.streams[n].next_rows()) for n in picked]
         batch = collate(rows, pad_id).to(accelerator.device)
-        record = _step(setup, model, batch, accelerator, optimizer, scheduler)
+        monitor = tc.monitor_every is not None and (state.step + 1) % tc.monitor_every == 0
+        record = _step(setup, model, batch, accelerator, optimizer, scheduler, monitor)
         state.step += 1
         for seg in batch.segments:
             state.examples[seg.task] += seg.stop - seg.start
@@ -210,12 +211,18 @@ def _step(
     accelerator: Accelerator,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    monitor: bool = False,
 ) -> dict[str, Any]:
-    """One optimisation step on a multi-task batch; returns the step's log record."""
+    """One optimisation step on a multi-task batch; returns the step's log record.
+
+    ``monitor``: also compute the per-task gradients (and log their cosines) when the
+    method does not need them; the update is the same.
+    """
     tc, objective = setup.config.train, setup.objective
     # with per-task gradients the engine writes .grad itself: run the forward on the
     # unwrapped module, never through DDP's gradient hooks
-    fwd = accelerator.unwrap_model(model) if objective.needs_task_gradients else model
+    per_task = objective.uses_engine(batch.segments, monitor)
+    fwd = accelerator.unwrap_model(model) if per_task else model
     with accelerator.autocast(), objective.capture(batch.segments):
         losses = task_losses(fwd, batch, setup.specs)
         regularization = accelerator.unwrap_model(model).regularization()
