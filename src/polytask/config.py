@@ -18,26 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from polytask.errors import ConfigError
 from polytask.overrides import parse_overrides, set_path
 from polytask.registry import did_you_mean
+from polytask.strict import StrictModel
 
 DEMO_CONFIG = "demo"
 #: weightings that work when a step holds only some tasks (no per-task history or coupling)
 SUBSET_WEIGHTINGS = ("equal", "static", "uncertainty")
-
-
-class StrictModel(BaseModel):
-    """A pydantic model that rejects unknown keys with a suggestion."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = set(cls.model_fields)
-            for key in data:
-                if key not in known:
-                    raise ValueError(f"unknown key '{key}'{did_you_mean(str(key), sorted(known))}")
-        return data
 
 
 class Columns(StrictModel):
@@ -95,6 +80,9 @@ class TaskConfig(StrictModel):
     (``predict`` and the server refuse it) and never drives early stopping. ``lm`` tasks
     are always auxiliary. ``weight`` defaults to 1.0, and to :data:`AUXILIARY_WEIGHT`
     (0.1) for an auxiliary task; the resolved value is written to the run's config.yaml.
+    ``critical`` marks the tasks ``polytask compare`` judges its verdict on: when any task
+    says ``critical: true``, exactly those; otherwise every served task not marked
+    ``critical: false``. Resolved at load (auxiliary tasks are never critical).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -105,7 +93,7 @@ class TaskConfig(StrictModel):
     multi_label: bool = False
     label_separator: str = "|"
     weight: float = Field(default=1.0, ge=0.0)
-    critical: bool = True
+    critical: bool | None = None
     auxiliary: bool = False
     max_length: int | None = Field(default=None, ge=8)
 
@@ -281,6 +269,7 @@ class RunConfig(StrictModel):
                 f"train.primary_task '{primary}' is auxiliary; early stopping follows a served task"
             )
         self._check_sources(names)
+        self._resolve_critical()
         k = self.sampler.tasks_per_step
         if isinstance(k, int) and k > len(names):
             raise ValueError(f"sampler.tasks_per_step={k} exceeds the {len(names)} tasks")
@@ -300,6 +289,15 @@ class RunConfig(StrictModel):
                         f"tasks.{t.name}.data.from_tasks: '{source}' is an lm task; "
                         "name tasks that have their own data"
                     )
+
+    def _resolve_critical(self) -> None:
+        """``critical`` of every task as a bool (the rule is in :class:`TaskConfig`)."""
+        for t in self.tasks:
+            if t.auxiliary and t.critical:
+                raise ValueError(f"tasks.{t.name}: an auxiliary task cannot be critical")
+        chosen = any(t.critical for t in self.tasks)
+        for t in self.tasks:
+            t.critical = bool(t.critical) if chosen else t.critical is None and not t.auxiliary
 
     def _check_methods(self, n_tasks: int) -> None:
         from polytask.aggregation import AGGREGATORS

@@ -150,6 +150,35 @@ def check(
     out.print(f"{result['seconds']} s" + (f"; written: {output}" if output else ""))
 
 
+@app.command()
+def compare(
+    args: Annotated[list[str], typer.Argument(help="CONFIG [key=value ...]")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="compare directory")],
+    seeds: Annotated[int, typer.Option(help="seeds per run: config seed, seed+1, ...")] = 1,
+    budget: Annotated[
+        str, typer.Option(help="matched (baseline steps = the task's multi-task updates) or steps")
+    ] = "matched",
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier comparison in --out")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress")] = False,
+) -> None:
+    """Multi-task model vs one single-task baseline per task: table, Δm% and verdict."""
+    from polytask.compare import compare as run_compare
+    from polytask.compare_summary import markdown
+    from polytask.config import load_config
+
+    config_path, overrides = _split_args(args)
+    if config_path is None:
+        raise PolytaskError("compare needs a CONFIG file (or 'demo') with two or more tasks")
+    config = load_config(config_path, overrides)
+    log = None if quiet else (lambda line: err.print(line, highlight=False, markup=False))
+    summary = run_compare(
+        config, out, seeds, budget, overwrite, show_progress=not quiet, source=config_path, log=log
+    )
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(markdown(summary), markup=False)
+    console.print(f"written: {out / 'compare.json'}, {out / 'compare.md'}")
+
+
 @app.command("eval")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],

@@ -57,6 +57,9 @@ class TaskType(ABC):
 
     level: ClassVar[Literal["sequence", "token"]] = "sequence"
     primary_metric: ClassVar[str] = "accuracy"
+    #: metrics of :meth:`metrics`/:meth:`loss_metrics` (and the evaluation ``loss``) where
+    #: lower is better; every other metric is higher-is-better
+    lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss"})
     #: most rows per evaluation batch (None: the run's eval_batch_size); ``lm`` caps it
     #: because its logits are rows × length × vocabulary
     eval_rows: ClassVar[int | None] = None
@@ -102,7 +105,8 @@ class TaskType(ABC):
         ...
 
     def higher_is_better(self, metric: str) -> bool:
-        return metric not in {"rmse", "mae", "loss", "perplexity"}
+        """Direction of one of this type's metrics (from :attr:`lower_is_better`)."""
+        return metric not in self.lower_is_better
 
     def loss_metrics(self, spec: TaskSpec, loss: float) -> dict[str, float]:
         """Metrics derived from a split's mean loss (``lm``: perplexity). Default: none."""

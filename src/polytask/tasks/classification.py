@@ -54,7 +54,7 @@ class Classification(TaskType):
             label_separator=config.label_separator,
             pair=config.columns.text_pair is not None,
             auxiliary=config.auxiliary,
-            critical=config.critical,
+            critical=config.critical is not False,  # None: not resolved by a RunConfig
             weight=config.weight,
         )
 

@@ -70,6 +70,7 @@ class MaskedLM(TaskType):
 
     level: ClassVar[Literal["sequence", "token"]] = "token"
     primary_metric: ClassVar[str] = "loss"
+    lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "perplexity"})
     eval_rows: ClassVar[int | None] = 32
 
     def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:

@@ -35,6 +35,7 @@ class Regression(TaskType):
     """
 
     primary_metric: ClassVar[str] = "pearson"
+    lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "rmse"})
 
     def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
         values = np.asarray(
@@ -50,7 +51,7 @@ class Regression(TaskType):
             target_mean=float(values.mean()),
             target_std=std if std > 1e-12 else 1.0,
             auxiliary=config.auxiliary,
-            critical=config.critical,
+            critical=config.critical is not False,  # None: not resolved by a RunConfig
             weight=config.weight,
         )
 

@@ -51,7 +51,7 @@ class Tagging(TaskType):
             type="tagging",
             labels=labels,
             auxiliary=config.auxiliary,
-            critical=config.critical,
+            critical=config.critical is not False,  # None: not resolved by a RunConfig
             weight=config.weight,
         )
 
