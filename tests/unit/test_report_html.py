@@ -235,7 +235,7 @@ def offline(page_file: Path, seen: dict[str, Any]) -> None:
     assert "://" not in text.replace(page_file.as_uri(), "") and "<script" not in text
 
 
-def test_run_report_in_browser(run_dir: Path, browser: Any, tmp_path: Path) -> None:
+def test_run_report_in_browser(browser: Any, run_dir: Path, tmp_path: Path) -> None:
     target = write_report(run_dir, tmp_path / "run-report.html")
     assert not (run_dir / "report.html").exists()  # an output was given: not the default
     seen = load(browser, target.resolve())
@@ -251,7 +251,7 @@ def test_run_report_in_browser(run_dir: Path, browser: Any, tmp_path: Path) -> N
     assert "pcgrad" in seen["text"] and "best step" in seen["text"]
 
 
-def test_compare_report_in_browser(compare_dir: Path, browser: Any) -> None:
+def test_compare_report_in_browser(browser: Any, compare_dir: Path) -> None:
     target = write_report(compare_dir)
     assert target == compare_dir / "report.html"
     seen = load(browser, target.resolve())
