@@ -267,6 +267,21 @@ def predict(
         sys.stdout.write(json.dumps({"input": item, **result}, ensure_ascii=False) + "\n")
 
 
+@app.command()
+def report(
+    directory: Annotated[
+        Path, typer.Argument(help="a run directory (`polytask train`) or compare directory")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="HTML file (default DIR/report.html)")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report (plots embedded, opens offline)."""
+    from polytask.report_html import write_report
+
+    out.print(f"written: {write_report(directory, output)}", highlight=False)
+
+
 @app.command("ls")
 def ls() -> None:
     """List registered architectures, samplers, task types, loss weightings, aggregators."""

@@ -1,0 +1,223 @@
+"""``polytask report``: one self-contained HTML page for a run or a compare directory.
+
+The page needs nothing but a browser: plots are PNG data URIs (:mod:`polytask.report_plots`),
+the style sheet is inline, there is no script and no external URL. Each section appears
+with its data or with a short note saying why it is absent. A missing directory, a
+directory that is neither a run nor a compare directory, or a file that does not parse
+raises :class:`~polytask.errors.RunDirError` naming the file, before anything is written.
+
+>>> write_report(Path("runs/demo"))  # doctest: +SKIP
+PosixPath('runs/demo/report.html')
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from polytask import __version__
+from polytask.errors import RunDirError
+from polytask.report_run import run_sections
+from polytask.report_sections import check_body, compare_body, esc, note, reading, section
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;margin:0;
+background:#f6f6f4}
+main{max-width:1040px;margin:0 auto;padding:1.5em 20px 3em;background:#fff}
+h1{margin:0 0 .2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+h3{margin:1.4em 0 .4em}
+.source{color:#555;margin:0 0 1em;word-break:break-all}
+nav a{margin-right:1em;color:#2a5d9f}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:14px}
+th,td{border:1px solid #ddd;padding:.3em .6em;vertical-align:top}
+th{background:#f0f0ee;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.better td,tr.transfer td{background:#eef8ee}tr.worse td,tr.interference td,
+tr.starved td{background:#fbeeee}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:.5em 0 1em}
+dt{font-weight:600}dd{margin:0;word-break:break-word}
+figure{margin:1em 0}img.plot{max-width:100%;height:auto;display:block}
+figcaption{color:#555;font-size:13px}
+.note{color:#555;font-style:italic;background:#f7f7f7;border-left:3px solid #ccc;
+padding:.4em .8em}
+.verdict{padding:.6em .9em;margin:.8em 0;border-radius:4px}
+.verdict.good{background:#e5f4e5;border:1px solid #8c8}
+.verdict.bad{background:#fbe9e9;border:1px solid #d99}
+.headline{font-size:17px;font-weight:600}
+footer{color:#777;font-size:12px;margin-top:3em}
+"""
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; one-line :class:`RunDirError` naming it otherwise."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: corrupt JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` records. A torn last line (a crash mid-write) is dropped, as
+    :func:`polytask.runlog.read_records` does; a bad line before it is corruption."""
+    if not path.is_file():
+        return []
+    try:
+        lines = [ln for ln in path.read_text("utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot read ({exc})") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise RunDirError(f"{path}, line {number}: corrupt JSON") from None
+        if not isinstance(record, dict) or "step" not in record:
+            raise RunDirError(f"{path}, line {number}: not a metrics record")
+        records.append(record)
+    return records
+
+
+@dataclass
+class Run:
+    """What a run directory holds for the report (absent files are ``None`` / empty)."""
+
+    path: Path
+    config: dict[str, Any]
+    tasks: list[str]
+    final: dict[str, Any] | None
+    records: list[dict[str, Any]]
+    report: dict[str, Any] | None
+
+
+def is_run_dir(path: Path) -> bool:
+    """A run directory: its config and a training log or final metrics (finished or not)."""
+    return (path / "config.yaml").is_file() and (
+        (path / "metrics.jsonl").is_file() or (path / "final_metrics.json").is_file()
+    )
+
+
+def load_run(path: Path) -> Run:
+    """Read a run directory written by ``polytask train`` (finished or not)."""
+    config_path = path / "config.yaml"
+    try:
+        config = yaml.safe_load(config_path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RunDirError(f"{config_path}: cannot read the run's config ({exc})") from None
+    with reading(config_path):
+        tasks = [str(t["name"]) for t in config["tasks"]]
+    final_path, report_path = path / "final_metrics.json", path / "report.json"
+    return Run(
+        path=path,
+        config=config,
+        tasks=tasks,
+        final=read_json(final_path) if final_path.is_file() else None,
+        records=read_log(path / "metrics.jsonl"),
+        report=read_json(report_path) if report_path.is_file() else None,
+    )
+
+
+@dataclass
+class Inputs:
+    """Everything one report shows: a run, a comparison, a check (each may be absent)."""
+
+    directory: Path
+    run: Run | None
+    compare: dict[str, Any] | None
+    check: dict[str, Any] | None
+    run_note: str = ""
+
+
+def load_inputs(directory: Path) -> Inputs:
+    """Read a run directory or a compare directory (and its ``check.json`` when present)."""
+    if not directory.exists():
+        raise RunDirError(f"{directory}: no such directory")
+    if not directory.is_dir():
+        raise RunDirError(f"{directory}: not a directory (give a run or compare directory)")
+    check_path = directory / "check.json"
+    check = read_json(check_path) if check_path.is_file() else None
+    if (directory / "compare.json").is_file():
+        compare_path = directory / "compare.json"
+        compare = read_json(compare_path)
+        with reading(compare_path):
+            multi = list(compare.get("runs", {}).get("multi", []))
+        if not multi:
+            return Inputs(directory, None, compare, check, "compare.json lists no multi-task run.")
+        run_dir = directory / str(multi[0])
+        if not is_run_dir(run_dir):
+            found = f"The multi-task run {run_dir} is missing or incomplete."
+            return Inputs(directory, None, compare, check, found)
+        return Inputs(directory, load_run(run_dir), compare, check)
+    if not is_run_dir(directory):
+        raise RunDirError(
+            f"{directory}: not a run directory (config.yaml with metrics.jsonl or "
+            "final_metrics.json) nor a compare directory (compare.json)"
+        )
+    return Inputs(directory, load_run(directory), None, check)
+
+
+def render(inputs: Inputs) -> str:
+    """The whole page as one HTML string."""
+    if inputs.compare is not None:
+        with reading(inputs.directory / "compare.json"):
+            body = compare_body(inputs.compare)
+    else:
+        body = note(
+            "Not a compare directory: `polytask compare CONFIG` trains single-task baselines "
+            "and writes compare.json; report that directory to see this section."
+        )
+    compare = ("compare", "Multi-task vs single-task", body)
+    if inputs.check is not None:
+        with reading(inputs.directory / "check.json"):
+            body = check_body(inputs.check)
+    else:
+        body = note(
+            f"No check.json in {inputs.directory}: `polytask check CONFIG -o "
+            f"{inputs.directory / 'check.json'}` writes the pre-flight check there."
+        )
+    check = ("check", "Pre-flight check", body)
+    if inputs.run is not None:
+        run = run_sections(inputs.run)
+    else:
+        run = [("summary", "Run summary", note(inputs.run_note))]
+    # a compare directory leads with its decision; a run directory with the run
+    sections = [compare, check, *run] if inputs.compare is not None else [*run, compare, check]
+    nav = "".join(f'<a href="#{esc(i)}">{esc(t)}</a>' for i, t, _ in sections)
+    kind = "compare directory" if inputs.compare is not None else "run directory"
+    title = f"polytask report — {inputs.directory.resolve().name}"
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<link rel="icon" href="data:,"><title>{esc(title)}</title><style>{CSS}</style>'
+        f"</head><body><main><h1>{esc(title)}</h1>"
+        f'<p class="source">{esc(kind)}: {esc(inputs.directory.resolve())}</p>'
+        f"<nav>{nav}</nav>"
+        + "".join(section(*parts) for parts in sections)
+        + f"<footer>polytask {esc(__version__)}, {esc(stamp)}</footer></main></body></html>\n"
+    )
+
+
+def write_report(directory: Path, output: Path | None = None) -> Path:
+    """Build the report of ``directory`` and write it (default ``directory/report.html``)
+    in one step: on any error nothing is written."""
+    target = output if output is not None else directory / "report.html"
+    inputs = load_inputs(directory)
+    if not target.parent.is_dir():
+        raise RunDirError(f"{target.parent}: output folder does not exist")
+    page = render(inputs)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(page, "utf-8")
+    os.replace(tmp, target)
+    return target
