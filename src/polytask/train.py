@@ -102,6 +102,23 @@ def task_losses(
     }
 
 
+def build_optimization(setup: Setup) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    """The run's AdamW (model, learned loss weights, aggregator parameters) and its schedule."""
+    tc, objective = setup.config.train, setup.objective
+    optimizer = build_optimizer(
+        setup.model,
+        tc.lr,
+        tc.head_lr,
+        tc.weight_decay,
+        [
+            (objective.weighting.parameters(), objective.weighting.params_lr),
+            (objective.aggregator.parameters(), None),
+        ],
+    )
+    warmup = int(tc.warmup_ratio * tc.max_steps)
+    return optimizer, LambdaLR(optimizer, WarmupLinearDecay(warmup, tc.max_steps))
+
+
 def primary_metric(spec: TaskSpec) -> str:
     return task_type(spec.type).primary_metric
 
@@ -119,19 +136,7 @@ def train(
     setup = build(config)  # every input check happens here, before anything is written
     tc, sc, specs, names = config.train, config.sampler, setup.specs, list(setup.specs)
     accelerator = Accelerator(mixed_precision=tc.mixed_precision)
-    objective = setup.objective
-    optimizer = build_optimizer(
-        setup.model,
-        tc.lr,
-        tc.head_lr,
-        tc.weight_decay,
-        [
-            (objective.weighting.parameters(), objective.weighting.params_lr),
-            (objective.aggregator.parameters(), None),
-        ],
-    )
-    warmup = int(tc.warmup_ratio * tc.max_steps)
-    scheduler = LambdaLR(optimizer, WarmupLinearDecay(warmup, tc.max_steps))
+    optimizer, scheduler = build_optimization(setup)
     model, optimizer, scheduler = accelerator.prepare(setup.model, optimizer, scheduler)
     setup.objective.to(accelerator.device)
     setup.objective.attach(accelerator.unwrap_model(model), monitor=tc.monitor_every is not None)

@@ -179,6 +179,44 @@ def compare(
     console.print(f"written: {out / 'compare.json'}, {out / 'compare.md'}")
 
 
+@app.command()
+def affinity(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="[CONFIG] \\[key=value ...]; no CONFIG: the bundled demo"),
+    ] = None,
+    steps: Annotated[int, typer.Option(help="training steps of the short run")] = 20,
+    every: Annotated[int, typer.Option(help="measure every N-th step")] = 1,
+    groups: Annotated[
+        int | None, typer.Option(help="number of groups K (default: every K from 1 to 4)")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write affinity.json here")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON, not tables")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Lookahead task affinity (TAG) over a short run, and the best grouping per K."""
+    from polytask.affinity import affinity_table, groups_table, task_affinity
+    from polytask.checkpoint import write_json
+    from polytask.config import load_config
+
+    config_path, overrides = _split_args(args)
+    config = load_config(config_path, overrides)
+    summary = task_affinity(
+        config, steps, every, groups, not (quiet or as_json), config_path or "demo"
+    )
+    if output is not None:
+        output = output / "affinity.json" if output.is_dir() else output
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_json(output, summary)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        out.print(affinity_table(summary))
+        out.print(groups_table(summary))
+
+
 @app.command("eval")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],
