@@ -122,11 +122,10 @@ def compare_body(data: dict[str, Any]) -> str:
             [
                 ("config", data.get("config")),
                 ("seeds", ", ".join(str(s) for s in seeds)),
-                ("budget", ", ".join(f"{k}={v}" for k, v in data.get("budget", {}).items())),
+                ("budget", data.get("budget", {}).get("text", "")),
             ]
         ),
-        f'<div class="verdict {"good" if deploy else "bad"}"><strong>'
-        f"{'deploy multi-task' if deploy else 'keep the single-task models'}</strong> "
+        f'<div class="verdict {"good" if deploy else "bad"}"><strong>verdict:</strong> '
         f"{esc(verdict.get('text', ''))}</div>",
     ]
     rows: list[list[Cell]] = []

@@ -152,12 +152,19 @@ def sample_compare() -> dict[str, Any]:
     return {
         "config": "demo.yaml",
         "seeds": [1, 2],
-        "budget": {"steps": 12},
+        "budget": {
+            "mode": "steps",
+            "text": "steps: every run trains for max_steps 12 at batch size 8, eval_every 6",
+        },
         "tasks": tasks,
         "delta_m_pct": -3.1,
         "params": {"multi": 30151, "single": {t: 28899 for t in TASKS}, "single_total": 86697},
         "seconds": {"multi": 2.0, "single": {t: 1.4 for t in TASKS}, "single_total": 4.2},
-        "verdict": {"deploy_multitask": False, "text": "multi-task hurts tags", "hurt": ["tags"]},
+        "verdict": {
+            "deploy_multitask": False,
+            "text": "keep the single-task models: multi-task hurts tags (f1 -12.50%)",
+            "hurt": ["tags"],
+        },
         "runs": {
             "multi": ["multi/seed-1", "multi/seed-2"],
             "single": {t: [f"single-{t}/seed-1"] for t in TASKS},
@@ -263,6 +270,7 @@ def test_compare_report_in_browser(browser: Any, compare_dir: Path) -> None:
     text = seen["text"]
     assert HOSTILE in text  # shown as text, never run
     assert "keep the single-task models" in text and "Δm = -3.10%" in text
+    assert "steps: every run trains for max_steps 12" in text and "batch_size" not in text
     assert "proportional" in text and "starved" in text and "interference" in text
     assert str(compare_dir / "multi" / "seed-1") in text
 
