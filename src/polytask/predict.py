@@ -24,12 +24,10 @@ from transformers import BatchEncoding
 from polytask.checkpoint import load_model_folder
 from polytask.data.batching import Segment
 from polytask.errors import InputError, RunDirError, UnknownTaskError
-from polytask.predict_inputs import WHAT, Form, check_inputs, check_list, star_form
+from polytask.predict_inputs import ALL, WHAT, Form, check_inputs, check_list, star_form
 from polytask.registry import did_you_mean
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.tagging import Tagging
-
-ALL = "*"  # the task name that asks for every task
 
 
 def model_folder(run_or_model_dir: str | Path) -> Path:

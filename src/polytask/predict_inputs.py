@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from polytask.errors import InputError
 
+ALL = "*"  # the task name that asks for every task
 Form = Literal["text", "pair", "words"]
 WHAT: dict[Form, str] = {
     "text": "a text (a JSON string)",

@@ -3,6 +3,6 @@
 Needs FastAPI and uvicorn (dependencies of polytask); imported lazily by the CLI.
 """
 
-from polytask.serve.schemas import Limits
+from polytask.serve.limits import Limits
 
 __all__ = ["Limits"]

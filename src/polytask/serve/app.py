@@ -21,10 +21,10 @@ from polytask import __version__
 from polytask.errors import PolytaskError, UnknownTaskError
 from polytask.predict import Job, Predictor
 from polytask.serve.batcher import Batcher
+from polytask.serve.limits import Limits
 from polytask.serve.schemas import (
     Error,
     HealthResponse,
-    Limits,
     PredictResponse,
     TasksResponse,
     parse_request,

@@ -8,28 +8,16 @@ The schema published in OpenAPI is the precise one: which input form each task t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from polytask.errors import InputError
-from polytask.predict import ALL, Predictor
-from polytask.predict_inputs import Form
+from polytask.predict_inputs import ALL, Form
+from polytask.serve.limits import Limits
 
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may hold; larger requests are refused (422, or 413 for the body)."""
-
-    max_inputs: int = 64
-    max_chars: int = 2000  # per input (a pair or a list of words counts all its strings)
-    max_body_bytes: int = 1 << 20
-
-    def __post_init__(self) -> None:
-        for name in ("max_inputs", "max_chars", "max_body_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+if TYPE_CHECKING:
+    from polytask.predict import Predictor
 
 
 class Error(BaseModel):

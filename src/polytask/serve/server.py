@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from polytask.errors import PolytaskError
-from polytask.serve.schemas import Limits
+from polytask.serve.limits import Limits
 
 MAX_WAIT_MS = 1000.0  # a larger wait would only add latency
 
