@@ -105,7 +105,8 @@ def _input_schema(form: Form, limits: Limits) -> dict[str, Any]:
         return text
     if form == "pair":
         return {"type": "array", "items": text, "minItems": 2, "maxItems": 2}
-    return {"anyOf": [text, {"type": "array", "items": text, "minItems": 1}]}
+    words = {"type": "array", "items": text, "minItems": 1, "maxItems": limits.max_chars}
+    return {"anyOf": [text, words]}
 
 
 def request_schema(predictor: Predictor, limits: Limits) -> dict[str, Any]:
