@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers import BatchEncoding
 
 from polytask.checkpoint import load_model_folder
-from polytask.data.batching import Segment
+from polytask.data.batching import Segment, length_chunks
 from polytask.errors import InputError, RunDirError, UnknownTaskError
 from polytask.predict_inputs import ALL, WHAT, Form, check_inputs, check_list, star_form
 from polytask.registry import did_you_mean
@@ -52,10 +52,18 @@ class Job:
 
 @dataclass
 class _Encoded:
-    """One task's (or several tasks') tokenized rows and, for tagging, their words."""
+    """Tokenized inputs (unpadded id lists) of one task and, for tagging, their words."""
 
     enc: BatchEncoding
     words: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.enc["input_ids"])
+
+    def same_rows(self, other: _Encoded) -> bool:
+        """Whether the model would see identical rows for both tokenizations."""
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        return all(self.enc.get(k) == other.enc.get(k) for k in keys)
 
 
 class Predictor:
@@ -161,12 +169,12 @@ class Predictor:
         return results
 
     def _run_single(self, jobs: list[Job]) -> list[list[dict[str, Any]]]:
-        """One forward: each task's inputs (over every job asking for it) are one segment."""
+        """Every task's inputs (over every job asking for it) are that task's rows."""
         by_task: dict[str, list[Any]] = {}
         for job in jobs:
             by_task.setdefault(job.task, []).extend(job.inputs)
         encoded = {task: self._encode(self.specs[task], rows) for task, rows in by_task.items()}
-        logits = self._forward(list(encoded.items()))
+        logits = self._forward([([t], e) for t, e in encoded.items()])
         decoded = {t: self._decode(self.specs[t], logits[t], e) for t, e in encoded.items()}
         out = []
         for job in jobs:  # jobs of a task take its rows in order
@@ -177,64 +185,76 @@ class Predictor:
 
     def _run_star(self, tasks: list[str], inputs: list[Any]) -> list[dict[str, Any]]:
         """Every task in ``tasks`` on the same rows: tasks whose tokenization of the inputs
-        is identical share a forward (each reads every row)."""
+        is identical read the same rows of one forward."""
         encoded = {task: self._encode(self.specs[task], inputs) for task in tasks}
         groups: list[list[str]] = []
         for task in tasks:
-            same = next(
-                (g for g in groups if _same_rows(encoded[g[0]].enc, encoded[task].enc)), None
-            )
+            same = next((g for g in groups if encoded[g[0]].same_rows(encoded[task])), None)
             if same is None:
                 groups.append([task])
             else:
                 same.append(task)
-        decoded: dict[str, list[dict[str, Any]]] = {}
-        for group in groups:
-            logits = self._forward_shared(encoded[group[0]], group)
-            decoded.update({t: self._decode(self.specs[t], logits[t], encoded[t]) for t in group})
+        logits = self._forward([(group, encoded[group[0]]) for group in groups])
+        decoded = {t: self._decode(self.specs[t], logits[t], encoded[t]) for t in tasks}
         return [{t: decoded[t][i] for t in tasks} for i in range(len(inputs))]
 
     def _encode(self, spec: TaskSpec, inputs: list[Any]) -> _Encoded:
+        """Token ids per input, unpadded (``_forward`` pads each chunk of similar lengths)."""
         length = self.task_lengths.get(spec.name, self.max_length)
-        kwargs: dict[str, Any] = {"truncation": True, "max_length": length, "padding": True}
+        kwargs: dict[str, Any] = {"truncation": True, "max_length": length}
         if spec.type == "tagging":
             words = [x.split() if isinstance(x, str) else [str(w) for w in x] for x in inputs]
-            enc = self.tokenizer(words, is_split_into_words=True, return_tensors="pt", **kwargs)
-            return _Encoded(enc, words)
+            return _Encoded(self.tokenizer(words, is_split_into_words=True, **kwargs), words)
         if spec.pair:
             firsts, seconds = [x[0] for x in inputs], [x[1] for x in inputs]
-            return _Encoded(self.tokenizer(firsts, seconds, return_tensors="pt", **kwargs), [])
-        texts = [str(x) for x in inputs]
-        return _Encoded(self.tokenizer(texts, return_tensors="pt", **kwargs), [])
+            return _Encoded(self.tokenizer(firsts, seconds, **kwargs), [])
+        return _Encoded(self.tokenizer([str(x) for x in inputs], **kwargs), [])
 
-    def _forward(self, parts: list[tuple[str, _Encoded]]) -> dict[str, torch.Tensor]:
-        """One model call on the parts padded to one width and stacked, task by task."""
-        ids, mask, types = self._stack([p.enc for _, p in parts])
-        segments, start = [], 0
-        for task, part in parts:
-            n = len(part.enc["input_ids"])
-            segments.append(Segment(task, start, start + n))
-            start += n
-        self.forwards += 1
-        return dict(self.model(ids, mask, types, segments))
+    def _forward(self, parts: list[tuple[list[str], _Encoded]]) -> dict[str, torch.Tensor]:
+        """Each task's logits for every row of its part (the tasks of a part read the same
+        rows). Rows are sorted by length and cut into chunks that pad little
+        (:func:`length_chunks`): one model call per chunk, each chunk's rows grouped by part
+        so that every task's rows are one segment."""
+        rows = [(k, i) for k, (_, part) in enumerate(parts) for i in range(len(part))]
+        lengths = [len(parts[k][1].enc["input_ids"][i]) for k, i in rows]
+        order = sorted(range(len(rows)), key=lengths.__getitem__)
+        found: dict[str, dict[int, torch.Tensor]] = {t: {} for tasks, _ in parts for t in tasks}
+        for chunk in length_chunks([lengths[j] for j in order]):
+            picked = sorted(rows[order[j]] for j in chunk)  # grouped by part, rows in order
+            segments, start = [], 0
+            for k in dict.fromkeys(k for k, _ in picked):
+                n = sum(1 for kk, _ in picked if kk == k)
+                segments += [Segment(t, start, start + n) for t in parts[k][0]]
+                start += n
+            ids, mask, types = self._pad(
+                [parts[k][1].enc for k, _ in picked], [i for _, i in picked]
+            )
+            self.forwards += 1
+            logits = self.model(ids, mask, types, segments)
+            for seg in segments:
+                for row, (_, i) in zip(logits[seg.task], picked[seg.start : seg.stop], strict=True):
+                    found[seg.task][i] = row
+        return {
+            task: _stack_rows([by_row[i] for i in sorted(by_row)]) for task, by_row in found.items()
+        }
 
-    def _forward_shared(self, part: _Encoded, tasks: list[str]) -> dict[str, torch.Tensor]:
-        """One model call in which every task in ``tasks`` reads every row of ``part``."""
-        ids, mask, types = self._stack([part.enc])
-        self.forwards += 1
-        return dict(self.model(ids, mask, types, [Segment(t, 0, len(ids)) for t in tasks]))
-
-    def _stack(
-        self, encs: list[BatchEncoding]
+    def _pad(
+        self, encs: list[BatchEncoding], index: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        width = max(e["input_ids"].shape[1] for e in encs)
-
-        def stack(key: str, fill: int) -> torch.Tensor:
-            rows = [F.pad(e[key], (0, width - e[key].shape[1]), value=fill) for e in encs]
-            return torch.cat(rows).to(self.device)
-
-        types = stack("token_type_ids", 0) if "token_type_ids" in encs[0] else None
-        return stack("input_ids", self.pad_id), stack("attention_mask", 0), types
+        """Rows ``encs[r][index[r]]`` right-padded to the longest: ids, mask, token types."""
+        width = max(len(e["input_ids"][i]) for e, i in zip(encs, index, strict=True))
+        ids = torch.full((len(encs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encs), width), dtype=torch.long)
+        with_types = "token_type_ids" in encs[0]
+        types = torch.zeros((len(encs), width), dtype=torch.long) if with_types else None
+        for r, (enc, i) in enumerate(zip(encs, index, strict=True)):
+            n = len(enc["input_ids"][i])
+            ids[r, :n] = torch.tensor(enc["input_ids"][i])
+            mask[r, :n] = 1
+            if types is not None:
+                types[r, :n] = torch.tensor(enc["token_type_ids"][i])
+        device = self.device
+        return ids.to(device), mask.to(device), None if types is None else types.to(device)
 
     def _decode(self, spec: TaskSpec, logits: torch.Tensor, part: _Encoded) -> list[dict[str, Any]]:
         ttype = task_type(spec.type)
@@ -245,7 +265,9 @@ class Predictor:
         return [ttype.decode_words(spec, w, t) for w, t in zip(part.words, tags, strict=True)]
 
 
-def _same_rows(a: BatchEncoding, b: BatchEncoding) -> bool:
-    """Whether two tokenizations of the same inputs give the model identical tensors."""
-    keys = ("input_ids", "attention_mask", "token_type_ids")
-    return all((k in a) == (k in b) and (k not in a or torch.equal(a[k], b[k])) for k in keys)
+def _stack_rows(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-row logits; token-level rows (``[L, C]``) are right-padded to one length."""
+    if rows[0].dim() == 1:
+        return torch.stack(rows)
+    width = max(r.shape[0] for r in rows)
+    return torch.stack([F.pad(r, (0, 0, 0, width - r.shape[0])) for r in rows])

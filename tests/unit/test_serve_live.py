@@ -77,7 +77,7 @@ def test_concurrent_requests_are_batched(predictor: Predictor) -> None:
     assert [r.status_code for r in responses] == [200] * len(REQUESTS)
     assert stats["requests"] == len(REQUESTS)
     assert stats["batches"] < len(REQUESTS) / 2, stats  # concurrent requests shared calls
-    assert stats["forwards"] == stats["batches"]  # single-task jobs: one forward per batch
+    assert stats["forwards"] <= stats["batches"] * 2  # a batch splits only by length
     assert stats["largest_batch"] > 1
     for (task, inputs), response in zip(REQUESTS, responses, strict=True):
         assert_same(response.json()["predictions"], predictor.predict(task, inputs), 1e-5)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from transformers import PreTrainedModel
 
+from polytask.data.batching import length_chunks
 from polytask.errors import InputError, UnknownTaskError
 from polytask.predict import Job, Predictor
 from tests.unit.serve_model import ARCH_ARGS, assert_same, make_model_folder
@@ -68,6 +69,20 @@ def test_mixed_jobs_share_forwards(served_model: Path) -> None:
         assert_same(b, a, 1e-5, job.task)
     assert set(together[2][0]) == {"sent", "tags", "reg", "topics"}
     assert set(together[5][0]) == {"nli"}
+
+
+def test_rows_are_chunked_by_length(served_model: Path) -> None:
+    """Short and long inputs go to separate model calls (less padding), same answers."""
+    predictor = Predictor(served_model)
+    short, long = ["good film"] * 8, [" ".join(["very good plot and film"] * 4)] * 8
+    inputs = [x for pair in zip(short, long, strict=True) for x in pair]
+    alone = [predictor.predict("tags", [x])[0] for x in inputs]
+    predictor.forwards = 0
+    together = predictor.predict("tags", inputs)
+    assert predictor.forwards == 2
+    assert_same(together, alone, 1e-5)
+    assert length_chunks([3] * 5 + [20] * 9) == [list(range(5)) + list(range(5, 14))]
+    assert length_chunks([3] * 8 + [20] * 8) == [list(range(8)), list(range(8, 16))]
 
 
 def test_prediction_kinds(served_model: Path) -> None:
