@@ -98,6 +98,9 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="largest request body")] = 1 << 20,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps")] = "cpu",
     access_log: Annotated[bool, typer.Option(help="log every request")] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads for inference (default: one per core)")
+    ] = None,
 ) -> None:
     """Serve every non-auxiliary task over HTTP: POST /predict, GET /tasks, GET /health."""
     from polytask.serve import Limits
@@ -116,6 +119,7 @@ def serve(
         limits,
         device,
         access_log,
+        threads,
         announce=_announce,
     )
 

@@ -16,7 +16,7 @@ from polytask.serve.limits import Limits
 MAX_WAIT_MS = 1000.0  # a larger wait would only add latency
 
 
-def _check_options(port: int, max_batch: int, max_wait_ms: float) -> None:
+def _check_options(port: int, max_batch: int, max_wait_ms: float, threads: int | None) -> None:
     if not 0 <= port <= 65535:
         raise PolytaskError(f"--port must be between 0 (any free port) and 65535, got {port}")
     if max_batch < 1:
@@ -52,10 +52,11 @@ def serve(
     limits: Limits | None = None,
     device: str = "cpu",
     access_log: bool = False,
+    threads: int | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> None:
     """Serve every non-auxiliary task of the run in ``run_dir`` until interrupted."""
-    _check_options(port, max_batch, max_wait_ms)
+    _check_options(port, max_batch, max_wait_ms, threads)
     try:
         import uvicorn
 
@@ -64,8 +65,12 @@ def serve(
         raise PolytaskError(
             f"serving needs FastAPI and uvicorn ({exc}); pip install fastapi uvicorn"
         ) from None
+    import torch
+
     from polytask.predict import Predictor
 
+    if threads is not None:  # more threads than free cores makes torch spin, not compute
+        torch.set_num_threads(threads)
     try:
         predictor = Predictor(run_dir, device)
     except RuntimeError as exc:  # e.g. a device torch does not have
