@@ -1,6 +1,6 @@
 """Markdown tables for the README, rendered from the committed benchmark results.
 
-    python benchmarks/readme_tables.py step_cost|soft_penalty    # prints the tables to paste
+    python benchmarks/readme_tables.py step_cost|soft_penalty|serve_load   # prints tables to paste
 
 The README's numbers come from ``benchmarks/results/*.json`` only; this script formats
 them, it measures nothing.
@@ -150,7 +150,34 @@ def soft_penalty() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"step_cost": step_cost, "soft_penalty": soft_penalty}
+def serve_load() -> str:
+    data = json.loads((RESULTS / "serve_load.json").read_text())
+    summary = data["summary"]
+    lines = [
+        f"`python benchmarks/serve_load.py`: {data['run']}, task `{data['task']}`, one text per "
+        f"request, closed-loop clients on 127.0.0.1 in their own process, "
+        f"{data['seconds_per_cell']:g} s per cell, {data['threads']} torch thread(s) per server, "
+        f"{data['cpus']} CPUs; batching on = `{data['modes']['on']}`, off = "
+        f"`{data['modes']['off']}` (`benchmarks/results/serve_load.json`):",
+        "",
+        "| clients | batching | requests/s | p50 ms | p99 ms | errors | mean inputs per batch |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['clients']} | {r['batching']} | {r['rps']:,.1f} | {r['p50_ms']} | "
+            f"{r['p99_ms']} | {r['errors']} | {r['mean_batch_inputs']} |"
+        )
+    lines += [
+        "",
+        f"At {summary['clients']} clients batching serves **{summary['rps_ratio']}×** the "
+        f"requests/s at {summary['p99_ratio']}× the p99 latency; {summary['errors']} errors "
+        "in the whole run.",
+    ]
+    return "\n".join(lines)
+
+
+TABLES = {"step_cost": step_cost, "soft_penalty": soft_penalty, "serve_load": serve_load}
 
 
 def main() -> None:

@@ -166,3 +166,11 @@ def base_config(encoder: Path, files: dict[str, dict[str, Path]], **train: Any) 
             **train,
         },
     }
+
+
+@pytest.fixture(scope="session")
+def served_model(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved hard-sharing model with every kind of served task (see tests/unit/serve_model.py)."""
+    from tests.unit.serve_model import make_model_folder
+
+    return make_model_folder(tiny_encoder, tmp_path_factory.mktemp("served") / "model")

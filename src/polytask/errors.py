@@ -20,3 +20,11 @@ class DataError(PolytaskError):
 
 class RunDirError(PolytaskError):
     """A run directory is missing, incomplete or corrupt."""
+
+
+class UnknownTaskError(PolytaskError):
+    """A prediction asked for a task the model does not serve (the server answers 404)."""
+
+
+class InputError(PolytaskError):
+    """A prediction input has the wrong form or size (names it: ``inputs[3]: ...``)."""

@@ -1,15 +1,30 @@
-"""Predictions from a saved run: shared by ``polytask predict`` and the server."""
+"""Predictions from a saved run: shared by ``polytask predict`` and the server.
+
+:meth:`Predictor.run` answers several requests ("jobs") together: single-task jobs share
+one forward, each task's rows one segment of the batch; a ``"*"`` job runs every head it
+reaches on the same rows (overlapping segments), so each architecture decides what that
+costs: one encoder pass for ``hard``, ``mmoe`` and ``switch``; one pass per task for the
+task-conditioned ones (``film``, ``task_embedding``, ``prefix``: the encoder itself depends
+on the task) and for ``soft`` (one encoder per task).
+
+The tokenizer is only ever called from the thread that calls :meth:`run` (fast tokenizers
+are not safe to share between threads): the server runs every batch in one worker thread.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from transformers import BatchEncoding
 
 from polytask.checkpoint import load_model_folder
-from polytask.data.batching import Segment
-from polytask.errors import PolytaskError, RunDirError
+from polytask.data.batching import Segment, length_chunks
+from polytask.errors import InputError, RunDirError, UnknownTaskError
+from polytask.predict_inputs import ALL, WHAT, Form, check_inputs, check_list, star_form
 from polytask.registry import did_you_mean
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.tagging import Tagging
@@ -27,13 +42,43 @@ def model_folder(run_or_model_dir: str | Path) -> Path:
     raise RunDirError(f"{path}: no trained model (model/polytask.json) in this directory")
 
 
+@dataclass
+class Job:
+    """One request: ``task``'s predictions (or every task's, for ``"*"``) on ``inputs``."""
+
+    task: str
+    inputs: list[Any]
+
+
+@dataclass
+class _Encoded:
+    """Tokenized inputs (unpadded id lists) of one task and, for tagging, their words."""
+
+    enc: BatchEncoding
+    words: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.enc["input_ids"])
+
+    def same_rows(self, other: _Encoded) -> bool:
+        """Whether the model would see identical rows for both tokenizations."""
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        return all(self.enc.get(k) == other.enc.get(k) for k in keys)
+
+
 class Predictor:
-    """A trained model ready to answer requests for any of its non-auxiliary tasks."""
+    """A trained model ready to answer requests for any of its non-auxiliary tasks.
+
+    >>> predictor = Predictor("runs/demo")                        # doctest: +SKIP
+    >>> predictor.predict("sentiment", ["what a great day"])      # doctest: +SKIP
+    [{'label': 'positive', 'scores': {'negative': 0.02, ...}}]
+    """
 
     def __init__(
         self, run_dir: str | Path, device: str | torch.device = "cpu", max_length: int | None = None
     ) -> None:
-        self.model, self.tokenizer, self.meta = load_model_folder(model_folder(run_dir))
+        self.folder = model_folder(run_dir)
+        self.model, self.tokenizer, self.meta = load_model_folder(self.folder)
         self.device = torch.device(device)
         self.model.to(self.device)
         encoder_cfg = self.meta.get("config", {}).get("encoder", {})
@@ -43,75 +88,186 @@ class Predictor:
             for t in self.meta.get("config", {}).get("tasks", [])
         }
         self.specs: dict[str, TaskSpec] = dict(self.model.specs)
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        self.forwards = 0  # model forwards so far (the server reports it)
 
     @property
     def tasks(self) -> list[str]:
         """Tasks that can be served (auxiliary tasks are trained, never served)."""
         return [n for n, s in self.specs.items() if not s.auxiliary]
 
+    @property
+    def architecture(self) -> str:
+        return str(self.meta.get("architecture", {}).get("name", "unknown"))
+
     def spec(self, task: str) -> TaskSpec:
         if task not in self.tasks:
-            raise PolytaskError(
+            raise UnknownTaskError(
                 f"unknown task '{task}'{did_you_mean(task, self.tasks)}; "
-                f"tasks: {', '.join(self.tasks)}"
+                f"tasks: {', '.join(self.tasks)} (or '*' for all)"
             )
         return self.specs[task]
 
-    def _encode(
-        self, spec: TaskSpec, inputs: list[Any]
-    ) -> tuple[dict[str, torch.Tensor], Any, list[list[str]]]:
-        length = self.task_lengths.get(spec.name, self.max_length)
-        if spec.type == "tagging":
-            words = [x.split() if isinstance(x, str) else [str(w) for w in x] for x in inputs]
-            enc = self.tokenizer(
-                words,
-                is_split_into_words=True,
-                truncation=True,
-                max_length=length,
-                padding=True,
-                return_tensors="pt",
-            )
-            return enc, enc, words
-        if spec.pair:
-            firsts, seconds = [x[0] for x in inputs], [x[1] for x in inputs]
-            enc = self.tokenizer(
-                firsts,
-                seconds,
-                truncation=True,
-                max_length=length,
-                padding=True,
-                return_tensors="pt",
-            )
-        else:
-            enc = self.tokenizer(
-                [str(x) for x in inputs],
-                truncation=True,
-                max_length=length,
-                padding=True,
-                return_tensors="pt",
-            )
-        return enc, enc, []
-
-    @torch.inference_mode()
-    def predict(self, task: str, inputs: list[Any], batch_size: int = 64) -> list[dict[str, Any]]:
-        """One prediction per input: label + scores, value, or word tags + entity spans."""
+    def form(self, task: str) -> Form:
+        """The input form ``task`` takes (see :mod:`polytask.predict_inputs`)."""
         spec = self.spec(task)
-        ttype = task_type(spec.type)
+        return "words" if spec.type == "tagging" else "pair" if spec.pair else "text"
+
+    def star_tasks(self, form: Form) -> list[str]:
+        """The tasks a ``"*"`` request of texts (or of pairs) reaches."""
+        pairs = form == "pair"
+        return [t for t in self.tasks if (self.form(t) == "pair") == pairs]
+
+    def check(
+        self,
+        task: str,
+        inputs: Any,
+        max_inputs: int | None = None,
+        max_chars: int | None = None,
+    ) -> list[str]:
+        """Validate a job before it is queued; return the tasks it predicts.
+
+        Raises :class:`UnknownTaskError` for a task not served, :class:`InputError` for a
+        missing, malformed or oversized input (naming it).
+        """
+        if task != ALL:
+            check_inputs(inputs, self.form(task), max_inputs, max_chars)
+            return [task]
+        check_list(inputs, max_inputs)
+        form = star_form(inputs)
+        tasks = self.star_tasks(form)
+        if not tasks:
+            raise InputError(f"task '*': no task of this model takes {WHAT[form]}")
+        check_inputs(inputs, form, max_inputs, max_chars)
+        return tasks
+
+    def predict(self, task: str, inputs: list[Any], batch_size: int = 64) -> list[dict[str, Any]]:
+        """One prediction per input: label + scores, value, or word tags + entity spans; for
+        ``task="*"`` a ``{task: prediction}`` dict per input."""
+        self.check(task, inputs)
         out: list[dict[str, Any]] = []
         for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start : start + batch_size]
-            enc, raw, words = self._encode(spec, chunk)
-            ids = enc["input_ids"].to(self.device)
-            mask = enc["attention_mask"].to(self.device)
-            types = enc.get("token_type_ids")
-            segs = [Segment(task, 0, len(chunk))]
-            logits = self.model(ids, mask, None if types is None else types.to(self.device), segs)[
-                task
-            ]
-            if isinstance(ttype, Tagging):
-                starts = [Tagging.word_starts(raw.word_ids(i)) for i in range(len(chunk))]
-                tags = ttype.word_predictions(logits, starts, [len(w) for w in words])
-                out += [ttype.decode_words(spec, w, t) for w, t in zip(words, tags, strict=True)]
-            else:
-                out += ttype.decode(spec, logits)
+            out += self.run([Job(task, inputs[start : start + batch_size])])[0]
         return out
+
+    @torch.inference_mode()
+    def run(self, jobs: list[Job]) -> list[list[dict[str, Any]]]:
+        """Every job's predictions (jobs already :meth:`check`-ed), from one forward for all
+        single-task jobs and one per input form (and tokenization) for ``"*"`` jobs."""
+        results: list[list[dict[str, Any]]] = [[] for _ in jobs]
+        single = [i for i, job in enumerate(jobs) if job.task != ALL]
+        if single:
+            for i, preds in zip(single, self._run_single([jobs[i] for i in single]), strict=True):
+                results[i] = preds
+        for form in ("text", "pair"):
+            star = [i for i, j in enumerate(jobs) if j.task == ALL and star_form(j.inputs) == form]
+            if star:
+                inputs = [x for i in star for x in jobs[i].inputs]
+                preds = self._run_star(self.star_tasks(form), inputs)
+                for i in star:
+                    results[i], preds = preds[: len(jobs[i].inputs)], preds[len(jobs[i].inputs) :]
+        return results
+
+    def _run_single(self, jobs: list[Job]) -> list[list[dict[str, Any]]]:
+        """Every task's inputs (over every job asking for it) are that task's rows."""
+        by_task: dict[str, list[Any]] = {}
+        for job in jobs:
+            by_task.setdefault(job.task, []).extend(job.inputs)
+        encoded = {task: self._encode(self.specs[task], rows) for task, rows in by_task.items()}
+        logits = self._forward([([t], e) for t, e in encoded.items()])
+        decoded = {t: self._decode(self.specs[t], logits[t], e) for t, e in encoded.items()}
+        out = []
+        for job in jobs:  # jobs of a task take its rows in order
+            rows = decoded[job.task]
+            out.append(rows[: len(job.inputs)])
+            decoded[job.task] = rows[len(job.inputs) :]
+        return out
+
+    def _run_star(self, tasks: list[str], inputs: list[Any]) -> list[dict[str, Any]]:
+        """Every task in ``tasks`` on the same rows: tasks whose tokenization of the inputs
+        is identical read the same rows of one forward."""
+        encoded = {task: self._encode(self.specs[task], inputs) for task in tasks}
+        groups: list[list[str]] = []
+        for task in tasks:
+            same = next((g for g in groups if encoded[g[0]].same_rows(encoded[task])), None)
+            if same is None:
+                groups.append([task])
+            else:
+                same.append(task)
+        logits = self._forward([(group, encoded[group[0]]) for group in groups])
+        decoded = {t: self._decode(self.specs[t], logits[t], encoded[t]) for t in tasks}
+        return [{t: decoded[t][i] for t in tasks} for i in range(len(inputs))]
+
+    def _encode(self, spec: TaskSpec, inputs: list[Any]) -> _Encoded:
+        """Token ids per input, unpadded (``_forward`` pads each chunk of similar lengths)."""
+        length = self.task_lengths.get(spec.name, self.max_length)
+        kwargs: dict[str, Any] = {"truncation": True, "max_length": length}
+        if spec.type == "tagging":
+            words = [x.split() if isinstance(x, str) else [str(w) for w in x] for x in inputs]
+            return _Encoded(self.tokenizer(words, is_split_into_words=True, **kwargs), words)
+        if spec.pair:
+            firsts, seconds = [x[0] for x in inputs], [x[1] for x in inputs]
+            return _Encoded(self.tokenizer(firsts, seconds, **kwargs), [])
+        return _Encoded(self.tokenizer([str(x) for x in inputs], **kwargs), [])
+
+    def _forward(self, parts: list[tuple[list[str], _Encoded]]) -> dict[str, torch.Tensor]:
+        """Each task's logits for every row of its part (the tasks of a part read the same
+        rows). Rows are sorted by length and cut into chunks that pad little
+        (:func:`length_chunks`): one model call per chunk, each chunk's rows grouped by part
+        so that every task's rows are one segment."""
+        rows = [(k, i) for k, (_, part) in enumerate(parts) for i in range(len(part))]
+        lengths = [len(parts[k][1].enc["input_ids"][i]) for k, i in rows]
+        order = sorted(range(len(rows)), key=lengths.__getitem__)
+        found: dict[str, dict[int, torch.Tensor]] = {t: {} for tasks, _ in parts for t in tasks}
+        for chunk in length_chunks([lengths[j] for j in order]):
+            picked = sorted(rows[order[j]] for j in chunk)  # grouped by part, rows in order
+            segments, start = [], 0
+            for k in dict.fromkeys(k for k, _ in picked):
+                n = sum(1 for kk, _ in picked if kk == k)
+                segments += [Segment(t, start, start + n) for t in parts[k][0]]
+                start += n
+            ids, mask, types = self._pad(
+                [parts[k][1].enc for k, _ in picked], [i for _, i in picked]
+            )
+            self.forwards += 1
+            logits = self.model(ids, mask, types, segments)
+            for seg in segments:
+                for row, (_, i) in zip(logits[seg.task], picked[seg.start : seg.stop], strict=True):
+                    found[seg.task][i] = row
+        return {
+            task: _stack_rows([by_row[i] for i in sorted(by_row)]) for task, by_row in found.items()
+        }
+
+    def _pad(
+        self, encs: list[BatchEncoding], index: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Rows ``encs[r][index[r]]`` right-padded to the longest: ids, mask, token types."""
+        width = max(len(e["input_ids"][i]) for e, i in zip(encs, index, strict=True))
+        ids = torch.full((len(encs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encs), width), dtype=torch.long)
+        with_types = "token_type_ids" in encs[0]
+        types = torch.zeros((len(encs), width), dtype=torch.long) if with_types else None
+        for r, (enc, i) in enumerate(zip(encs, index, strict=True)):
+            n = len(enc["input_ids"][i])
+            ids[r, :n] = torch.tensor(enc["input_ids"][i])
+            mask[r, :n] = 1
+            if types is not None:
+                types[r, :n] = torch.tensor(enc["token_type_ids"][i])
+        device = self.device
+        return ids.to(device), mask.to(device), None if types is None else types.to(device)
+
+    def _decode(self, spec: TaskSpec, logits: torch.Tensor, part: _Encoded) -> list[dict[str, Any]]:
+        ttype = task_type(spec.type)
+        if not isinstance(ttype, Tagging):
+            return list(ttype.decode(spec, logits))
+        word_ids = [part.enc.word_ids(i) for i in range(len(part.words))]
+        tags = ttype.word_tags(logits, word_ids, [len(w) for w in part.words])
+        return [ttype.decode_words(spec, w, t) for w, t in zip(part.words, tags, strict=True)]
+
+
+def _stack_rows(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-row logits; token-level rows (``[L, C]``) are right-padded to one length."""
+    if rows[0].dim() == 1:
+        return torch.stack(rows)
+    width = max(r.shape[0] for r in rows)
+    return torch.stack([F.pad(r, (0, 0, 0, width - r.shape[0])) for r in rows])

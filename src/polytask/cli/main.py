@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from polytask.cli.serving import predict, serve
 from polytask.errors import PolytaskError
 
 app = typer.Typer(
@@ -241,68 +242,8 @@ def eval_(
         out.print(routing_table(report["routing"], f"routing on {split}"))
 
 
-def _read_inputs(source: str) -> list[Any]:
-    if source == "-":
-        lines = sys.stdin.read().split("\n")
-        where = "stdin"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise PolytaskError(f"input file not found: {path}")
-        try:
-            lines = path.read_text("utf-8").split("\n")
-        except UnicodeDecodeError:
-            raise PolytaskError(f"{path}: not UTF-8 text") from None
-        where = str(path)
-    items: list[Any] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if line.lstrip()[:1] in '{["':
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                raise PolytaskError(
-                    f"{where}, line {number}: looks like JSON but does not parse"
-                ) from None
-            if isinstance(value, dict):
-                value = _from_object(value, where, number)
-            items.append(value)
-        else:
-            items.append(line)
-    if not items:
-        raise PolytaskError(f"{where}: no inputs")
-    return items
-
-
-def _from_object(value: dict[str, Any], where: str, number: int) -> Any:
-    if "tokens" in value:
-        return value["tokens"]
-    if "text" not in value:
-        raise PolytaskError(f"{where}, line {number}: a JSON object needs 'text' (or 'tokens')")
-    return [value["text"], value["text_pair"]] if "text_pair" in value else value["text"]
-
-
-@app.command()
-def predict(
-    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],
-    task: Annotated[str, typer.Option("--task", "-t", help="task name")],
-    input: Annotated[
-        str,
-        typer.Option(
-            "--input", "-i", help="text file (one input per line, or JSONL) or - for stdin"
-        ),
-    ],
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
-) -> None:
-    """Predict one task for every input line; JSON lines on stdout."""
-    from polytask.predict import Predictor
-
-    predictor = Predictor(run_dir)
-    predictor.spec(task)
-    inputs = _read_inputs(input)
-    for item, result in zip(inputs, predictor.predict(task, inputs, batch_size), strict=True):
-        sys.stdout.write(json.dumps({"input": item, **result}, ensure_ascii=False) + "\n")
+app.command()(predict)
+app.command()(serve)
 
 
 @app.command()

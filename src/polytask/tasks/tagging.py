@@ -116,6 +116,22 @@ class Tagging(TaskType):
             out.append(tags + [0] * (n - len(tags)))
         return out
 
+    def word_tags(
+        self, logits: torch.Tensor, word_ids: list[list[int | None]], n_words: list[int]
+    ) -> list[list[int]]:
+        """Per example, the tag index of every word read at its first piece, matched by word
+        index: a word with no piece (cut off by truncation, or made only of characters the
+        tokenizer drops) gets index 0 ('O') without shifting the words after it."""
+        best = logits.argmax(dim=-1).cpu().tolist()
+        out = []
+        for row, ids, n in zip(best, word_ids, n_words, strict=True):
+            first: dict[int, int] = {}
+            for pos, wid in enumerate(ids):
+                if wid is not None and wid not in first:
+                    first[wid] = pos
+            out.append([row[first[w]] if w in first else 0 for w in range(n)])
+        return out
+
     def metrics(
         self, spec: TaskSpec, predictions: list[Any], references: list[Any]
     ) -> dict[str, float]:
