@@ -255,3 +255,18 @@ def test_bad_arguments(name: str, kwargs: dict[str, Any], message: str) -> None:
 def test_switch_needs_bert_style_layers() -> None:
     with pytest.raises(ValueError, match="no BERT-style feed-forward layers"):
         SwitchSharing(nn.Linear(2, 2), SPECS)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["mmoe", "switch"])
+def test_new_modules_train_at_head_lr_pretrained_ones_at_lr(name: str) -> None:
+    from polytask.optim import build_optimizer
+
+    model = build(name, experts=3)
+    optimizer = build_optimizer(model, lr=1e-4, head_lr=1e-3, weight_decay=0.01)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    for n, p in model.named_parameters():
+        pretrained = n.startswith("encoder.") and ".router." not in n
+        if name == "switch" and ".router." in n:
+            assert lr_of[id(p)] == 1e-4, n  # switch's router lives inside the encoder layers
+        else:
+            assert lr_of[id(p)] == (1e-4 if pretrained else 1e-3), n

@@ -124,6 +124,12 @@ class MMoE(MultiTaskModel):
             (f"experts.{n}", p) for n, p in self.experts.named_parameters()
         ]
 
+    def encoder_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Only the pretrained encoder trains at ``train.lr``: the experts are new, randomly
+        initialised layers and train at ``train.head_lr`` like the gates and heads (at the
+        encoder's rate a token-level task barely moved through them in a 300-step run)."""
+        return [(f"encoder.{n}", p) for n, p in self.encoder.named_parameters()]
+
     def task_parameters(self, task: str) -> list[tuple[str, nn.Parameter]]:
         return [(f"gates.{task}.{n}", p) for n, p in self.gates[task].named_parameters()] + [
             (f"heads.{task}.{n}", p) for n, p in self.heads[task].named_parameters()
