@@ -56,6 +56,8 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
         if found is None:
             raise RunDirError(f"--resume: {out} has no complete checkpoint to resume from")
         return found
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is not a directory; give a new or existing folder as --output")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunDirError(
             f"{out} already exists; pass --resume to continue it or --overwrite to replace it"
