@@ -418,19 +418,6 @@ def _(ws: Workspace) -> None:
     path.write_bytes(path.read_text("utf-8").encode("utf-16"))
 
 
-@data_case("data-tags-do-not-match-words", "tags/validation.jsonl, line 4", "tags for")
-def _(ws: Workspace) -> None:
-    rows = ws.rows("tags", "validation")
-    rows[3]["tags"] = rows[3]["tags"][:-1]
-    ws.write_rows(ws.data("tags", "validation"), rows)
-
-
-@data_case("data-csv-ragged-row", "train.csv", "cannot read as csv")
-def _(ws: Workspace) -> dict[str, Any]:
-    csv = "text,label\ngood film,pos\nbad,film,neg\nthe plot,neu\n"
-    return {"tasks.0.data.train": ws.write("data/sent/train.csv", csv)}
-
-
 # ---------------------------------------------------------------- run directories
 
 
