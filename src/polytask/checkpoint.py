@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from polytask import __version__
 from polytask.errors import RunDirError
 from polytask.models import ARCHITECTURES, MultiTaskModel
-from polytask.models.encoder import encoder_from_config
+from polytask.models.encoder import LOAD_ERRORS, encoder_from_config, first_line, load_tokenizer
 from polytask.tasks import TaskSpec
 
 MODEL_FILE = "model.safetensors"
@@ -118,28 +118,56 @@ def load_model_folder(
         arch = dict(meta["architecture"])
         specs = [TaskSpec.from_dict(s) for s in meta["tasks"]]
         cls = ARCHITECTURES.get(arch.pop("name"))
+    except KeyError as exc:
+        raise RunDirError(f"{folder / META_FILE}: no entry {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise RunDirError(f"{folder / META_FILE}: cannot rebuild the model ({exc})") from None
+    try:
         encoder = encoder_from_config(folder / ENCODER_DIR)
+    except LOAD_ERRORS as exc:
+        raise RunDirError(
+            f"{folder / ENCODER_DIR}: cannot read the encoder's config ({first_line(exc)})"
+        ) from None
+    try:
         model = cls(encoder, specs, **arch)
-    except (KeyError, TypeError, ValueError, OSError) as exc:
+    except (TypeError, ValueError) as exc:
         raise RunDirError(f"{folder / META_FILE}: cannot rebuild the model ({exc})") from None
     weights = folder / MODEL_FILE
     if not weights.is_file():
         raise RunDirError(f"{folder}: missing {MODEL_FILE}")
+    load_weights(model, weights)
     try:
-        missing, unexpected = load_model(model, str(weights), strict=False)
-    except (SafetensorError, RuntimeError, OSError) as exc:
-        raise RunDirError(f"{weights}: cannot load weights ({str(exc).splitlines()[0]})") from None
-    if missing or unexpected:
+        tokenizer = load_tokenizer(str(folder / "tokenizer"))
+    except LOAD_ERRORS as exc:
         raise RunDirError(
-            f"{weights}: weights do not match the model "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{folder / 'tokenizer'}: cannot load the tokenizer ({exc})") from None
+            f"{folder / 'tokenizer'}: cannot load the tokenizer ({first_line(exc)})"
+        ) from None
     model.eval()
     return model, tokenizer, meta
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a safetensors file into ``model``: a one-line :class:`RunDirError` when the file
+    is unreadable or its tensors do not fit the model."""
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise RunDirError(f"{path}: cannot load weights ({first_line(exc)})") from None
+    if missing or unexpected:  # load_model returns a set and a list
+        raise RunDirError(
+            f"{path}: weights do not match the model "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
+
+
+def check_weights(path: Path) -> None:
+    """Raise :class:`RunDirError` unless ``path`` is a complete safetensors file (the
+    header parses and covers the file: a truncated copy fails here)."""
+    try:
+        with safe_open(str(path), "pt") as fh:
+            fh.keys()
+    except (SafetensorError, OSError) as exc:
+        raise RunDirError(f"{path}: cannot load weights ({first_line(exc)})") from None
 
 
 def optimizer_tensors(

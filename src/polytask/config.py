@@ -375,7 +375,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}:{where} is not valid YAML") from None
+        problem = getattr(exc, "problem", None)
+        raise ConfigError(
+            f"{source}:{where} is not valid YAML" + (f" ({problem})" if problem else "")
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
     data = copy.deepcopy(data)

@@ -160,6 +160,8 @@ def train(
     state = TrainState(examples=dict.fromkeys(names, 0), updates=dict.fromkeys(names, 0))
     if resume_from is not None:
         state = load_checkpoint(resume_from, live)
+        if state.best is not None:  # the end of the run reloads the best model: check it now
+            ckpt.check_weights(run_dir / BEST / ckpt.MODEL_FILE)
         truncate_after(run_dir / "metrics.jsonl", state.step)
     else:
         if run_dir.exists():

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 
 from polytask import checkpoint as ckpt
 from polytask.data.batching import TaskStream
 from polytask.data.samplers import Sampler
 from polytask.errors import RunDirError
 from polytask.models import MultiTaskModel
+from polytask.models.encoder import first_line
 
 CHECKPOINT = "checkpoint"
 
@@ -56,6 +57,8 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
         if found is None:
             raise RunDirError(f"--resume: {out} has no complete checkpoint to resume from")
         return found
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is not a directory; give a new or existing folder as --output")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunDirError(
             f"{out} already exists; pass --resume to continue it or --overwrite to replace it"
@@ -91,14 +94,21 @@ def save_checkpoint(run_dir: Path, live: Resumable, state: TrainState) -> None:
 
 def load_checkpoint(folder: Path, live: Resumable) -> TrainState:
     """Restore every live object from ``folder``; returns the saved counters."""
+    state_file = folder / "trainer_state.json"
     try:
-        meta = json.loads((folder / "trainer_state.json").read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        meta = json.loads(state_file.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"{folder}: unreadable trainer_state.json ({exc})") from None
+    ckpt.load_weights(live.model, folder / ckpt.MODEL_FILE)
     try:
-        load_model(live.model, str(folder / ckpt.MODEL_FILE))
-    except (RuntimeError, OSError) as exc:
-        raise RunDirError(f"{folder}: cannot load the checkpoint's weights ({exc})") from None
+        return _restore(folder, live, meta)
+    except KeyError as exc:
+        raise RunDirError(f"{state_file}: no entry {exc}") from None
+    except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise RunDirError(f"{state_file}: does not fit this run ({first_line(exc)})") from None
+
+
+def _restore(folder: Path, live: Resumable, meta: dict[str, Any]) -> TrainState:
     moments = ckpt.load_tensors(folder / "optimizer.safetensors")
     live.optimizer.load_state_dict(ckpt.optimizer_state(moments, meta["optimizer"]))
     live.scheduler.load_state_dict(meta["scheduler"])

@@ -187,3 +187,24 @@ def test_json_array_and_wrong_type_value_is_caught(tmp_path: Path, tokenizer) ->
     broken.write_text('{"text": "a", "y": 1.5}\n{"text": "b", "y": \n')
     with pytest.raises(DataError, match=r"broken\.jsonl, line 2: not valid JSON"):
         load_task_data(task("regression", broken, broken, columns={"label": "y"}), tokenizer, 16, 0)
+    not_object = tmp_path / "list.jsonl"
+    not_object.write_text('{"text": "a", "y": 1.5}\n\n["b", 2]\n')
+    with pytest.raises(DataError, match=r"list\.jsonl, line 3: a record must be a JSON object"):
+        load_task_data(
+            task("regression", not_object, not_object, columns={"label": "y"}), tokenizer, 16, 0
+        )
+
+
+def test_ragged_csv_and_tag_count_name_the_file(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("text,label\ngood film,pos\nbad,film,neg\n")
+    with pytest.raises(DataError, match=r"ragged\.csv: cannot read as csv"):
+        load_task_data(task("classification", ragged, ragged), tokenizer, 16, 0)
+    tags = tmp_path / "tags.jsonl"
+    tags.write_text(
+        '{"tokens": ["alice", "visited"], "tags": ["B-per", "O"]}\n'
+        '{"tokens": ["bob", "visited", "paris"], "tags": ["B-per", "O"]}\n'
+    )
+    cfg = task("tagging", tags, tags, columns={"text": "tokens", "label": "tags"})
+    with pytest.raises(DataError, match=r"tags\.jsonl, line 2, column 'tags': 2 tags for 3 words"):
+        load_task_data(cfg, tokenizer, 16, 0)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from polytask.cli.serving import predict, serve
 from polytask.errors import PolytaskError
@@ -57,13 +58,15 @@ def train(
 ) -> None:
     """Train a multi-task model and evaluate it on validation and test."""
     from polytask.config import load_config
-    from polytask.report_table import results_table
-    from polytask.train import train as run_training
 
     config_path, overrides = _split_args(args)
     if resume and config_path is None:
         config_path = str(output / "config.yaml") if (output / "config.yaml").is_file() else None
     config = load_config(config_path, overrides)
+    # imported after the config is checked: a bad config fails without loading torch & co.
+    from polytask.report_table import results_table
+    from polytask.train import train as run_training
+
     final = run_training(
         config, output, resume=resume, overwrite=overwrite, show_progress=not quiet
     )
@@ -224,11 +227,11 @@ def eval_(
     split: Annotated[str, typer.Option(help="validation or test")] = "test",
 ) -> None:
     """Evaluate a trained run on one split of its tasks' data."""
+    if split not in ("train", "validation", "test"):
+        raise PolytaskError(f"--split must be train, validation or test, not '{split}'")
     from polytask.evaluate_run import evaluate_run_with_report
     from polytask.report_table import routing_table
 
-    if split not in ("train", "validation", "test"):
-        raise PolytaskError(f"--split must be train, validation or test, not '{split}'")
     metrics, report = evaluate_run_with_report(run_dir, split)
     from rich.table import Table
 
@@ -310,16 +313,30 @@ def data_prepare(
         out.print(f"{name}: {manifest['sizes']} in {bundled.dataset_dir(name)}")
 
 
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` as one line on stderr (the message is text, not markup)."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors, and command lines click cannot parse, become one line on
+    stderr and exit code 2."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except PolytaskError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
+        _fail(str(exc))
+    except typer.TyperException as exc:  # click's errors: unknown option, bad value, ...
+        if type(exc).__name__ == "NoArgsIsHelpError":  # typer has printed the help
+            raise SystemExit(2) from None
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _fail(exc.format_message().rstrip(".") + hint, getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         err.print("interrupted")
         raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

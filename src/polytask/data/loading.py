@@ -106,6 +106,8 @@ def _read_json(path: Path, encoding: str) -> datasets.Dataset:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rows[-1], dict):
+                raise DataError(f"{path}, line {number}: a record must be a JSON object")
     if not all(isinstance(r, dict) for r in rows):
         raise DataError(f"{path}: every record must be a JSON object")
     columns: dict[str, list[Any]] = {}

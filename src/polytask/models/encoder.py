@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import transformers
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -46,15 +48,45 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
+#: what loading a model folder raises on unreadable or malformed files
+LOAD_ERRORS = (OSError, ValueError, TypeError, SafetensorError, StrictDataclassError)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (transformers' messages run to several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained``, refusing a local folder without tokenizer files.
+
+    Given a folder with a model ``config.json`` but no vocabulary, transformers builds a
+    tokenizer of the special tokens alone, and every word becomes ``[UNK]``.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    files = list(type(tokenizer).vocab_files_names.values())
+    folder = Path(path)
+    if folder.is_dir() and files and not any((folder / f).is_file() for f in files):
+        raise FileNotFoundError(f"no tokenizer files ({' or '.join(files)}) in {folder}")
+    return tokenizer
+
+
 def load_encoder(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a pretrained encoder and its tokenizer with ``AutoModel`` / ``AutoTokenizer``."""
     path = resolve_encoder(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
         model = AutoModel.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"encoder.name: cannot load encoder '{name}': {first}") from None
+    except SafetensorError as exc:
+        raise ConfigError(
+            f"encoder.name: cannot load encoder '{name}': its safetensors weights are "
+            f"unreadable ({first_line(exc)})"
+        ) from None
+    except LOAD_ERRORS as exc:
+        raise ConfigError(
+            f"encoder.name: cannot load encoder '{name}': {first_line(exc)}"
+        ) from None
     return model, tokenizer
 
 

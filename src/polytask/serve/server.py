@@ -21,6 +21,8 @@ def _check_options(port: int, max_batch: int, max_wait_ms: float, threads: int |
         raise PolytaskError(f"--port must be between 0 (any free port) and 65535, got {port}")
     if max_batch < 1:
         raise PolytaskError(f"--max-batch must be >= 1 (1 turns batching off), got {max_batch}")
+    if threads is not None and threads < 1:
+        raise PolytaskError(f"--threads must be >= 1, got {threads}")
     if not 0 <= max_wait_ms <= MAX_WAIT_MS:
         raise PolytaskError(
             f"--max-wait-ms must be between 0 and {MAX_WAIT_MS:g}, got {max_wait_ms}"
