@@ -35,6 +35,8 @@ class TrainState:
     best_step: int = 0
     bad_evals: int = 0
     seconds: float = 0.0
+    skipped_steps: int = 0  # steps skipped for a non-finite loss (no update)
+    bad_streak: int = 0  # consecutive skipped steps up to now
 
 
 @dataclass
@@ -63,11 +65,19 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
     return None
 
 
-def save_checkpoint(run_dir: Path, live: Resumable, state: TrainState) -> None:
-    """Write ``run_dir/checkpoint`` atomically."""
+def save_checkpoint(
+    run_dir: Path, live: Resumable, state: TrainState, rng_states: list[torch.Tensor] | None = None
+) -> None:
+    """Write ``run_dir/checkpoint`` atomically (the main process only, when distributed).
+
+    ``rng_states``: every rank's torch RNG state, rank order (default: this process's); each
+    rank draws its own dropout masks, so each gets its own state back on resume.
+    """
     tensors, layout = ckpt.optimizer_tensors(live.optimizer)
     rng = {f"sampler.{k}": v for k, v in live.sampler.state_dict().items()}
-    rng["torch"] = torch.get_rng_state()
+    states = rng_states or [torch.get_rng_state()]
+    rng["torch"] = states[0]
+    rng.update({f"torch.rank{r}": t for r, t in enumerate(states) if r > 0})
     objective = {k: v.detach().cpu() for k, v in live.objective.state_dict().items()}
 
     def fill(tmp: Path) -> None:
@@ -89,8 +99,11 @@ def save_checkpoint(run_dir: Path, live: Resumable, state: TrainState) -> None:
     ckpt.write_folder(run_dir / CHECKPOINT, fill)
 
 
-def load_checkpoint(folder: Path, live: Resumable) -> TrainState:
-    """Restore every live object from ``folder``; returns the saved counters."""
+def load_checkpoint(folder: Path, live: Resumable, rank: int = 0) -> TrainState:
+    """Restore every live object from ``folder``; returns the saved counters.
+
+    ``rank`` picks this process's torch RNG state; a rank the checkpoint has none for (a
+    run resumed on more processes) keeps its current, seeded, state."""
     try:
         meta = json.loads((folder / "trainer_state.json").read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -107,7 +120,9 @@ def load_checkpoint(folder: Path, live: Resumable) -> TrainState:
     live.sampler.load_state_dict(
         {k.removeprefix(prefix): v for k, v in rng.items() if k.startswith(prefix)}
     )
-    torch.set_rng_state(rng["torch"])
+    own = "torch" if rank == 0 else f"torch.rank{rank}"
+    if own in rng:
+        torch.set_rng_state(rng[own])
     if (folder / "objective.safetensors").is_file():
         live.objective.load_state_dict(ckpt.load_tensors(folder / "objective.safetensors"))
     for task, s in meta["streams"].items():

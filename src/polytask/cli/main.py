@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -67,6 +68,8 @@ def train(
     final = run_training(
         config, output, resume=resume, overwrite=overwrite, show_progress=not quiet
     )
+    if not _main_rank():  # under accelerate launch / torchrun: one table, from rank 0
+        return
     out.print(results_table(final))
     p = final["params"]
     out.print(
@@ -310,12 +313,21 @@ def data_prepare(
         out.print(f"{name}: {manifest['sizes']} in {bundled.dataset_dir(name)}")
 
 
+def _main_rank() -> bool:
+    """Whether this is rank 0 of a distributed launch (or not distributed at all)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors become one line on stderr and exit code 2.
+
+    Under ``accelerate launch`` / ``torchrun`` every rank meets the same error; rank 0
+    prints it, every rank exits with code 2."""
     try:
         app()
     except PolytaskError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        if _main_rank():
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         err.print("interrupted")
