@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from polytask.errors import ConfigError
 from polytask.overrides import parse_overrides, set_path
@@ -242,6 +249,13 @@ class TrainConfig(StrictModel):
     bucket_batches: int = Field(default=50, ge=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     max_bad_steps: int | None = Field(default=5, gt=0)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        """YAML reads a bare ``no`` (``mixed_precision: no``, ``train.mixed_precision=no``)
+        as false: that means "no" here."""
+        return "no" if value is False else value
 
 
 class RunConfig(StrictModel):

@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from polytask.config import config_from_dict
+from polytask.config import config_from_dict, load_config
 from polytask.errors import ConfigError
 from polytask.runlog import read_records
 from polytask.train import train
@@ -89,3 +89,13 @@ def _native() -> bool:
     from polytask.distributed import native_cpu_bf16
 
     return native_cpu_bf16()
+
+
+def test_a_bare_yaml_no_means_no_mixed_precision(tmp_path: Path, task_files: Any) -> None:
+    path = tmp_path / "run.yaml"
+    data = base_config(tmp_path, task_files)
+    text = yaml.safe_dump(data).replace("train:\n", "train:\n  mixed_precision: no\n")
+    path.write_text(text)
+    assert yaml.safe_load(text)["train"]["mixed_precision"] is False  # what YAML reads
+    assert load_config(path).train.mixed_precision == "no"
+    assert load_config(path, ["train.mixed_precision=no"]).train.mixed_precision == "no"
