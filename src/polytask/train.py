@@ -42,9 +42,10 @@ from polytask.trainstate import (
     save_checkpoint,
 )
 from polytask.trainstep import (
+    TrainingError,
     count_step,
+    divergence,
     loss_units,
-    stop_if_diverged,
     task_losses,
     train_step,
 )
@@ -218,7 +219,11 @@ def train(
             }
         )
         progress.advance({} if "skipped" in record else record["loss"])
-        stop_if_diverged(state, tc.max_bad_steps, record)
+        problem = divergence(state, tc.max_bad_steps, record)
+        if problem is not None:
+            progress.close()
+            log.close()
+            raise TrainingError(problem)
         if state.step % tc.eval_every == 0 or state.step == tc.max_steps:
             val = {n: setup.data[n].splits["validation"] for n in names}
             if evaluate_and_keep_best(

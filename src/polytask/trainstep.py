@@ -116,12 +116,12 @@ def count_step(state: TrainState, record: dict[str, Any], draws: dict[str, Draw]
         state.updates[task] += 1
 
 
-def stop_if_diverged(state: TrainState, limit: int | None, record: dict[str, Any]) -> None:
-    """Raise :class:`TrainingError` after ``limit`` consecutive skipped steps."""
+def divergence(state: TrainState, limit: int | None, record: dict[str, Any]) -> str | None:
+    """Why training must stop after ``limit`` consecutive skipped steps, or None."""
     if limit is None or state.bad_streak < limit:
-        return
+        return None
     bad = ", ".join(f"{t}={v}" for t, v in record["loss"].items())
-    raise TrainingError(
+    return (
         f"training stopped at step {state.step}: {state.bad_streak} consecutive steps with a "
         f"non-finite loss ({bad}); {state.skipped_steps} skipped in all. Lower train.lr, "
         f"check the data, or raise train.max_bad_steps (now {limit})"
