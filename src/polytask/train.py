@@ -145,7 +145,7 @@ def train(
             "writes resumable checkpoints on DDP and single processes only)"
         )
     resume_from = prepare_run_dir(run_dir, resume, overwrite)
-    with accelerator.main_process_first():  # one process fills the tokenisation cache
+    with accelerator.local_main_process_first():  # one process per machine fills the cache
         setup = build(config)  # every input check happens here, before anything is written
     methods = f"aggregator '{config.aggregator.name}' / weighting '{config.weighting.name}'"
     monitor_on = check_engine(
