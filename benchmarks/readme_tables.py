@@ -1,6 +1,6 @@
 """Markdown tables for the README, rendered from the committed benchmark results.
 
-    python benchmarks/readme_tables.py step_cost|soft_penalty|serve_load   # prints tables to paste
+    python benchmarks/readme_tables.py step_cost|soft_penalty|serve_load|throughput  # prints
 
 The README's numbers come from ``benchmarks/results/*.json`` only; this script formats
 them, it measures nothing.
@@ -177,7 +177,61 @@ def serve_load() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"step_cost": step_cost, "soft_penalty": soft_penalty, "serve_load": serve_load}
+def throughput() -> str:
+    data = json.loads((RESULTS / "throughput.json").read_text())
+    names = {
+        "article_loop": "plain loop in the style of the source article (pad every batch to 128)",
+        "polytask": "polytask (length-bucketed batches, dynamic padding)",
+    }
+    lines = [
+        "`python benchmarks/throughput.py` trains the same hard-sharing model (bundled MiniLM, "
+        f"the three bundled tasks, batch {data['batch_size']}, one task per step, AdamW) two "
+        "ways, each measurement in its own process, alternating, medians of "
+        f"{data['repeats']} rounds × {data['steps']} timed steps; from "
+        f"`benchmarks/results/throughput.json` (2-core CPU, {data['threads']} threads):",
+        "",
+        "| data path | examples/s | padded tokens / example | peak RSS | speedup |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        speedup = f"{r['speedup']:.2f}×"
+        if r["impl"] == "polytask":
+            speedup = f"**{speedup}**"
+        lines.append(
+            f"| {names[r['impl']]} | {r['examples_per_s']:.2f} | "
+            f"{r['padded_tokens_per_example']:.1f} | {r['peak_mb']:,} MB | {speedup} |"
+        )
+    precision = data.get("precision")
+    if precision:
+        rows = precision["rows"]
+        tasks = list(rows[0]["test"])
+        native = "has" if precision.get("bf16_native_on_this_cpu") else "has no"
+        lines += [
+            "",
+            f"fp32 against bf16 autocast (`train.mixed_precision: bf16`) on the same CPU, which "
+            f"{native} native bf16: {precision['config']}, one run per precision in its own "
+            "process; examples/s over the training steps after two warm-up steps:",
+            "",
+            "| precision | examples/s | s / step | ratio | "
+            + " | ".join(f"{t} test {rows[0]['primary_metric'][t]}" for t in tasks)
+            + " |",
+            "|---|---:|---:|---:|" + "---:|" * len(tasks),
+        ]
+        for r in rows:
+            cells = [f"{r['test'][t][r['primary_metric'][t]]:.4f}" for t in tasks]
+            lines.append(
+                f"| {r['precision']} | {r['examples_per_s']:.2f} | {r['seconds_per_step']:.2f} | "
+                f"{r['ratio']:.2f}× | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines)
+
+
+TABLES = {
+    "step_cost": step_cost,
+    "soft_penalty": soft_penalty,
+    "serve_load": serve_load,
+    "throughput": throughput,
+}
 
 
 def main() -> None:

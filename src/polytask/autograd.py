@@ -194,31 +194,44 @@ class PerTaskGradients:
         else:
             yield
 
+    def discard(self) -> None:
+        """Drop a captured forward without a backward (a skipped step): frees its inputs."""
+        self._step = None
+
     def backward(
         self,
         losses: dict[str, Tensor],
         combine: Combine,
         loss_weights: dict[str, float] | None = None,
         keep_task_grads: bool = False,
+        grad_scale: float = 1.0,
     ) -> GradStats:
         """Per-task gradients → Gramian → ``c = combine(Gramian)`` → write ``.grad``.
 
         ``combine`` maps the float64 ``[T, T]`` Gramian (tasks in ``losses`` order) to
         ``c [T]``, e.g. ``aggregator.weights``. ``keep_task_grads`` returns the per-task
         gradients of every shared parameter in :attr:`GradStats.task_grads`.
+
+        ``grad_scale`` (fp16 loss scaling, ``accelerator.scaler.get_scale()``): the losses
+        are backpropagated times ``s`` (so small activation gradients survive in fp16) and
+        ``.grad`` is written times ``s``, as the grad scaler expects before it unscales;
+        the Gramian, ``c`` and the logged norms are those of the unscaled gradients.
         """
         step, self._step = self._step, None
         if step is None:
             raise RuntimeError("run the forward inside `with engine.capture(segments):` first")
         tasks = list(losses)
         w = loss_weights or {}
-        weighted = [losses[t] * w.get(t, 1.0) for t in tasks]
+        weighted = [losses[t] * (w.get(t, 1.0) * grad_scale) for t in tasks]
+        unscale = 1.0 / (grad_scale * grad_scale)
         heads = [[p for _, p in self.model.task_parameters(t) if p.requires_grad] for t in tasks]
         if step.method == "unshared":
             return _unshared_step(tasks, weighted, heads, keep_task_grads)
         method = self._check(step, weighted)
         if method == "representation":
-            return self._representation_step(step, tasks, weighted, heads, combine, keep_task_grads)
+            return self._representation_step(
+                step, tasks, weighted, heads, combine, keep_task_grads, unscale
+            )
         if method == "segments":
             assert step.capture is not None
             rows = task_rows(step.segments, tasks, weighted[0].device)
@@ -230,7 +243,7 @@ class PerTaskGradients:
         shared = [p for _, p in self.shared]
         if world_size() > 1:
             all_reduce_pieces(pieces, shared, len(tasks))
-        gramian = gramian_of([piece.flat() for piece in pieces.values()], len(tasks))
+        gramian = gramian_of([piece.flat() for piece in pieces.values()], len(tasks)) * unscale
         c = _coefficients(combine, gramian)
         for p in shared:
             if id(p) in pieces:
@@ -254,7 +267,7 @@ class PerTaskGradients:
             if any(k in self._by_id for k in counts):
                 reason = "the losses reach shared parameters other than through the representation"
         if world_size() > 1:  # every rank must take the same path (collectives below)
-            flag = torch.tensor([float(reason is not None)])
+            flag = torch.tensor([float(reason is not None)], device=weighted[0].device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             reason = reason or ("another rank fell back" if flag.item() > 0 else None)
         if reason is not None:
@@ -271,8 +284,12 @@ class PerTaskGradients:
         heads: list[list[nn.Parameter]],
         combine: Combine,
         keep: bool,
+        unscale: float = 1.0,
     ) -> GradStats:
-        """Gramian of ``∂(w_t L_t)/∂z``, then one backward of ``Σ_t c_t ∂(w_t L_t)/∂z``."""
+        """Gramian of ``∂(w_t L_t)/∂z``, then one backward of ``Σ_t c_t ∂(w_t L_t)/∂z``.
+
+        ``∂L/∂z`` is held in float32 at least (``z`` is bfloat16 under autocast), so the
+        coefficients are never rounded to ``z``'s precision before the combination."""
         z = step.z
         assert z is not None
         dz: list[Tensor] = []
@@ -281,21 +298,22 @@ class PerTaskGradients:
             g = torch.autograd.grad(loss, [z, *ps], retain_graph=True, allow_unused=True)
             dz.append(torch.zeros_like(z) if g[0] is None else g[0])
             head_grads.append(list(g[1:]))
-        Z = torch.stack(dz)
+        Z = torch.stack(dz).to(torch.promote_types(z.dtype, torch.float32))
         gramian = gramian_of([Z.reshape(len(tasks), -1)], len(tasks))
         world = world_size()
         if world > 1:  # rows differ per rank: the global Gramian is the sum over ranks / W²
+            gramian = gramian.to(Z.device)  # NCCL reduces device tensors only
             torch.distributed.all_reduce(gramian)
-            gramian /= world * world
-        c = _coefficients(combine, gramian)
+            gramian = gramian.cpu() / (world * world)
+        c = _coefficients(combine, gramian * unscale)
         shared = [p for _, p in self.shared]
-        cotangent = torch.tensordot(c.to(Z), Z, dims=1)
+        cotangent = torch.tensordot(c.to(Z), Z, dims=1).to(z.dtype)
         grads: list[Tensor | None] = list(
             torch.autograd.grad(z, shared, grad_outputs=cotangent, allow_unused=True)
         )
         _write([shared, *heads], [grads, *head_grads])
         kept = {"representation": Z} if keep else None
-        return _stats(tasks, gramian, c, "representation", kept)
+        return _stats(tasks, gramian * unscale, c, "representation", kept)
 
 
 def _unshared_step(
@@ -352,6 +370,16 @@ def _stats(
 ) -> GradStats:
     norms = gramian.diagonal().clamp(min=0).sqrt()
     return GradStats(tasks, gramian, c, norms, gramian_to_cosine(gramian), method, kept)
+
+
+def average_grads(params: Sequence[nn.Parameter]) -> None:
+    """Average ``.grad`` over ranks in place (parameters outside the DDP-wrapped model, such
+    as learned loss weights); nothing on one process."""
+    params = list(params)
+    if world_size() == 1 or not params:
+        return
+    for p, g in zip(params, all_reduce_grads(params, [p.grad for p in params]), strict=True):
+        p.grad = None if g is None else g.detach().to(p.dtype)
 
 
 def _write(params: list[list[nn.Parameter]], grads: list[list[Tensor | None]]) -> None:

@@ -2,7 +2,8 @@
 
 With ``torch.distributed`` initialised, every rank holds the per-task gradients of its own
 rows; these helpers average them over ranks *before* the aggregator runs, so every rank
-computes the same coefficients and applies the same update.
+computes the same coefficients and applies the same update. Every tensor handed to a
+collective lives on the parameters' device (NCCL reduces GPU tensors only; gloo, CPU ones).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def all_reduce_pieces(pieces: dict[int, Piece], params: list[nn.Parameter], n_ta
     row sets differ per rank, so they are merged into their union before the all-reduce.
     """
     dist, world = torch.distributed, world_size()
-    kinds = torch.tensor([_kind(pieces.get(id(p))) for p in params])
+    device = params[0].device if params else torch.device("cpu")
+    kinds = torch.tensor([_kind(pieces.get(id(p))) for p in params], device=device)
     dist.all_reduce(kinds, op=dist.ReduceOp.MAX)
     for p, kind in zip(params, kinds.tolist(), strict=True):
         piece = pieces.get(id(p))
@@ -46,16 +48,17 @@ def _kind(piece: Piece | None) -> int:
 
 def _all_reduce_rows(piece: Piece | None, p: nn.Parameter, n_tasks: int, world: int) -> Piece:
     dist = torch.distributed
+    device = p.device
     if piece is None:
         piece = Piece(p.new_zeros(n_tasks, 0, *p.shape[1:]), torch.zeros(0, dtype=torch.long))
     elif piece.rows is None:  # a rank that fell back holds it dense: every row
         piece = Piece(piece.values, torch.arange(p.shape[0]))
     assert piece.rows is not None
-    size = torch.tensor([len(piece.rows)])
+    size = torch.tensor([len(piece.rows)], device=device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
-    padded = torch.full((int(max(sizes).item()),), -1, dtype=torch.long)
-    padded[: len(piece.rows)] = piece.rows.cpu()
+    padded = torch.full((int(max(sizes).item()),), -1, dtype=torch.long, device=device)
+    padded[: len(piece.rows)] = piece.rows.to(device)
     gathered = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(gathered, padded)
     union = torch.unique(torch.cat(gathered))
@@ -71,7 +74,8 @@ def all_reduce_grads(
 ) -> list[Tensor | None]:
     """Average gradients over ranks; None (unused) only where every rank had None."""
     dist, world = torch.distributed, world_size()
-    present = torch.tensor([float(g is not None) for g in grads])
+    device = params[0].device if params else torch.device("cpu")
+    present = torch.tensor([float(g is not None) for g in grads], device=device)
     dist.all_reduce(present, op=dist.ReduceOp.MAX)
     out: list[Tensor | None] = []
     for p, g, flag in zip(params, grads, present.tolist(), strict=True):

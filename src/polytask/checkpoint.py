@@ -70,12 +70,23 @@ def latest_complete(target: Path) -> Path | None:
 
 
 def save_model_folder(
-    folder: Path, model: MultiTaskModel, tokenizer: PreTrainedTokenizerBase, meta: dict[str, Any]
+    folder: Path,
+    model: MultiTaskModel,
+    tokenizer: PreTrainedTokenizerBase,
+    meta: dict[str, Any],
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Weights, architecture + task specs (JSON), the encoder's HF config and the tokenizer."""
+    """Weights, architecture + task specs (JSON), the encoder's HF config and the tokenizer.
+
+    ``state_dict``: the weights to write instead of ``model``'s own (a full state dict
+    gathered from sharded parameters); tied tensors are written once, under the first of
+    their names, as ``safetensors.torch.save_model`` does."""
 
     def fill(tmp: Path) -> None:
-        save_model(model, str(tmp / MODEL_FILE))
+        if state_dict is None:
+            save_model(model, str(tmp / MODEL_FILE))
+        else:
+            save_file(_untied(model, state_dict), str(tmp / MODEL_FILE), metadata={"format": "pt"})
         encoder = getattr(model, "encoder", None)
         if encoder is not None:
             encoder.config.save_pretrained(str(tmp / ENCODER_DIR))
@@ -89,6 +100,18 @@ def save_model_folder(
         write_json(tmp / META_FILE, full)
 
     write_folder(folder, fill)
+
+
+def _untied(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with one name per tensor ``model`` ties (e.g. an lm head's decoder)."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen or name not in state:
+            continue
+        seen.add(id(tensor))
+        out[name] = state[name].detach().cpu().contiguous()
+    return out
 
 
 def _arch_name(model: MultiTaskModel) -> str:

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from polytask.errors import ConfigError
 from polytask.overrides import parse_overrides, set_path
@@ -218,7 +225,13 @@ class MethodConfig(BaseModel):
 
 
 class TrainConfig(StrictModel):
-    """Optimisation, evaluation and early stopping."""
+    """Optimisation, evaluation and early stopping.
+
+    ``batch_size`` is each task's global micro-batch: under ``accelerate launch`` with N
+    processes every rank trains on its slice (about ``batch_size / N`` rows), so a run's
+    trajectory does not depend on N (``docs/distributed.md``). ``max_bad_steps``: stop after
+    this many consecutive steps with a non-finite loss (each is skipped: no update).
+    """
 
     batch_size: int = Field(default=32, gt=0)
     eval_batch_size: int = Field(default=128, gt=0)
@@ -235,6 +248,14 @@ class TrainConfig(StrictModel):
     primary_task: str | None = None
     bucket_batches: int = Field(default=50, ge=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    max_bad_steps: int | None = Field(default=5, gt=0)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        """YAML reads a bare ``no`` (``mixed_precision: no``, ``train.mixed_precision=no``)
+        as false: that means "no" here."""
+        return "no" if value is False else value
 
 
 class RunConfig(StrictModel):

@@ -1,18 +1,27 @@
-"""Evaluation: every example of a split once, batched by length, metrics per task."""
+"""Evaluation: every example of a split once, batched by length, metrics per task.
+
+With an ``accelerator`` running several processes, each rank predicts every N-th batch and
+the predictions are gathered (``gather_for_metrics``) on every rank before the metrics, so
+each example counts once and every rank computes the same metrics.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import numpy as np
 import torch
 
 from polytask.data.batching import collate, eval_batches
+from polytask.distributed import gather_objects
 from polytask.models import MultiTaskModel
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.classification import majority_accuracy
 from polytask.tasks.tagging import Tagging
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 @torch.inference_mode()
@@ -23,6 +32,7 @@ def predict_split(
     batch_size: int,
     pad_id: int,
     device: torch.device,
+    accelerator: Accelerator | None = None,
 ) -> tuple[list[Any], list[Any], float]:
     """Predictions and references (in dataset order) and the mean loss of one task's split."""
     ttype = task_type(spec.type)
@@ -31,7 +41,11 @@ def predict_split(
     refs: list[Any] = [None] * n
     loss_sum, loss_rows = 0.0, 0
     size = min(batch_size, ttype.eval_rows or batch_size)
-    for indices in eval_batches(list(dataset["length"]), size):
+    rank, world = (0, 1)
+    if accelerator is not None:
+        rank, world = accelerator.process_index, accelerator.num_processes
+    mine: list[tuple[int, Any, Any]] = []
+    for indices in list(eval_batches(list(dataset["length"]), size))[rank::world]:
         rows = ttype.prepare(spec, dataset[indices], None)
         batch = collate([(spec, rows)], pad_id).to(device)
         logits = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.segments)[
@@ -48,8 +62,12 @@ def predict_split(
         else:
             batch_preds = ttype.predict_indices(spec, logits)  # type: ignore[attr-defined]
             batch_refs = rows["target"]
-        for i, p, r in zip(indices, batch_preds, batch_refs, strict=True):
-            preds[i], refs[i] = p, r
+        mine += zip(indices, batch_preds, batch_refs, strict=True)
+    for i, p, r in gather_objects(accelerator, mine):
+        preds[i], refs[i] = p, r
+    if world > 1:
+        parts = gather_objects(accelerator, [(loss_sum, loss_rows)])
+        loss_sum, loss_rows = sum(p[0] for p in parts), sum(p[1] for p in parts)
     return preds, refs, loss_sum / max(1, loss_rows)
 
 
@@ -61,14 +79,20 @@ def evaluate(
     pad_id: int,
     device: torch.device,
     with_majority: bool = False,
+    accelerator: Accelerator | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics (and loss) of every task on its given split; restores the model's mode after."""
+    """Metrics (and loss) of every task on its given split; restores the model's mode after.
+
+    ``accelerator``: on several processes, each predicts its share of the batches and every
+    rank gets the same metrics over every example (all ranks must call this together)."""
     was_training = model.training
     model.eval()
     out = {}
     for name, dataset in splits.items():
         spec = specs[name]
-        preds, refs, loss = predict_split(model, spec, dataset, batch_size, pad_id, device)
+        preds, refs, loss = predict_split(
+            model, spec, dataset, batch_size, pad_id, device, accelerator
+        )
         metrics = task_type(spec.type).metrics(spec, preds, refs)
         metrics["loss"] = loss
         metrics.update(task_type(spec.type).loss_metrics(spec, loss))

@@ -90,28 +90,42 @@ class Objective(nn.Module):
     def _vector(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.stack([losses[t].detach().float() for t in self.tasks])
 
+    def discard(self) -> None:
+        """Forget a captured forward whose step is skipped (no backward follows)."""
+        if self._active is not None:
+            self._active.discard()
+        self._active = None
+
     def backward(
         self,
         accelerator: Accelerator,
         losses: dict[str, torch.Tensor],
         extra: dict[str, torch.Tensor] | None = None,
+        values: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, Any]:
         """Backpropagate this step's objective; returns what to log (weights, norms, cosines).
 
         ``extra`` are the architecture's own loss terms (``model.regularization()``): added
         as they are, outside weighting and aggregation, and logged as ``regularization``.
+        ``values``: the per-task loss values the weighting and the aggregator see, when they
+        differ from ``losses`` (data parallel: ``losses`` are each rank's rescaled share,
+        ``values`` the global batch's losses, the same on every rank — see
+        :mod:`polytask.distributed`). Parameters of the weighting (learned loss weights)
+        live outside the DDP-wrapped model: their gradients are averaged over ranks here.
         """
         extra = {k: v for k, v in (extra or {}).items() if v.requires_grad}
         engine, self._active = self._active, None
+        seen = values if values is not None else losses
         if extra and engine is not None and all(t in losses for t in self.tasks):
             # the engine frees the forward graph: backpropagate the extra terms first
             total = torch.stack([v.float() for v in extra.values()]).sum()
             accelerator.backward(total, retain_graph=True)
-            log = self._backward(accelerator, losses, {}, engine)
+            log = self._backward(accelerator, losses, {}, engine, seen)
         else:
-            log = self._backward(accelerator, losses, extra, engine)
+            log = self._backward(accelerator, losses, extra, engine, seen)
         if extra:
             log["regularization"] = {k: round(float(v.detach()), 6) for k, v in extra.items()}
+        autograd.average_grads([p for p in self.parameters() if p.grad is not None])
         return log
 
     def _backward(
@@ -120,6 +134,7 @@ class Objective(nn.Module):
         losses: dict[str, torch.Tensor],
         extra: dict[str, torch.Tensor],
         engine: PerTaskGradients | None,
+        values: dict[str, torch.Tensor],
     ) -> dict[str, Any]:
         if any(t not in losses for t in self.tasks):  # a subset step: equal/static only
             weights = {t: self.task_weights[t] for t in losses}
@@ -128,7 +143,8 @@ class Objective(nn.Module):
             )
             return {}
         device = next(iter(losses.values())).device
-        w = self.weighting(self._vector(losses).to(device))
+        vector = self._vector(values).to(device)
+        w = self.weighting(vector)
         static = torch.tensor([self.task_weights[t] for t in self.tasks], device=device)
         log: dict[str, Any] = {"weights": _named(self.tasks, w * static)}
         regularizer = self.weighting.regularizer().to(device)
@@ -146,15 +162,19 @@ class Objective(nn.Module):
         fixed = None if engine is self._engine else self._fixed_scale().to(coef)
         step = coef if fixed is None else coef * fixed
         scaled = {t: losses[t] * step[i] for i, t in enumerate(self.tasks)}
-        stats = engine.backward(scaled, self._combine(losses) if fixed is None else _ones)
+        scaler = getattr(accelerator, "scaler", None)
+        grad_scale = float(scaler.get_scale()) if scaler is not None else 1.0
+        dtype = next(iter(losses.values())).dtype
+        combine = self._combine(vector, dtype, accelerator) if fixed is None else _ones
+        stats = engine.backward(scaled, combine, grad_scale=grad_scale)
         if fixed is not None:  # report them as the aggregator's weights on ∇(w_t L_t)
             stats.weights, stats.norms = fixed.cpu(), stats.norms / fixed.cpu()
         # learned weights (uncertainty) see the losses as constants: a backward that never
         # enters the encoder, so their gradient costs nothing next to the step
-        learned = (w * static * self._vector(losses).to(device)).sum() + regularizer
+        learned = (w * static * vector).sum() + regularizer
         if self.weighting.needs_grad_norms:
             norms = stats.norms.to(device) / coef.clamp(min=1e-12)
-            learned = learned + self.weighting.balancing_loss(norms, self._vector(losses))
+            learned = learned + self.weighting.balancing_loss(norms, vector)
         if learned.requires_grad:
             autograd.weighted_backward(accelerator, {"learned": learned}, {"learned": 1.0})
         log.update(
@@ -171,12 +191,23 @@ class Objective(nn.Module):
         """A Gramian-free aggregator's weights (``sum``: ones, ``mean``: 1/T)."""
         return self.aggregator.weights(torch.eye(len(self.tasks), dtype=torch.float64))
 
-    def _combine(self, losses: dict[str, torch.Tensor]) -> Any:
-        vector = self._vector(losses) if self.aggregator.needs_losses else None
-        precision = float(torch.finfo(next(iter(losses.values())).dtype).eps)
+    def _combine(self, vector: torch.Tensor, dtype: torch.dtype, accelerator: Accelerator) -> Any:
+        """``c`` from the Gramian, solved in float64 on the CPU (:class:`Aggregator`).
+
+        ``eps`` is the precision the per-task gradients carry: the losses' dtype's, or the autocast
+        dtype's under mixed precision (activation gradients arrive in bf16/fp16 even though
+        the per-task weight gradients are accumulated in float32), so rank decisions do not
+        take half-precision rounding for signal."""
+        losses = vector.cpu() if self.aggregator.needs_losses else None
+        precision = float(torch.finfo(dtype).eps)
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            str(getattr(accelerator, "mixed_precision", "no"))
+        )
+        if half is not None:
+            precision = max(precision, float(torch.finfo(half).eps))
 
         def combine(gramian: torch.Tensor) -> torch.Tensor:
-            return self.aggregator.weights(gramian, vector, eps=precision)
+            return self.aggregator.weights(gramian, losses, eps=precision)
 
         return combine
 

@@ -24,7 +24,7 @@ THRESHOLD = 0.1
 
 def run_sections(run: Run) -> list[Section]:
     """Every run section, each with its plots or a note saying why there are none."""
-    train = [r for r in run.records if r.get("event") == "train"]
+    train = [r for r in run.records if r.get("event") == "train" and "skipped" not in r]
     evals = [r for r in run.records if r.get("event") == "eval"]
     log = run.path / "metrics.jsonl"
     with reading(run.path / "final_metrics.json"):

@@ -9,18 +9,23 @@ from typing import Any
 
 
 class MetricsLog:
-    """Appends one JSON record per line and flushes it, so a crash loses at most a line."""
+    """Appends one JSON record per line and flushes it, so a crash loses at most a line.
 
-    def __init__(self, path: Path) -> None:
+    ``enabled=False`` (every process but the main one of a distributed run) writes nothing.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path = path
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh = open(path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record) + "\n")
-        self._fh.flush()
+        if self._fh is not None:
+            self._fh.write(json.dumps(record) + "\n")
+            self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -51,7 +56,7 @@ def plot_curves(records: list[dict[str, Any]], out: Path, smooth: float = 0.9) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [r for r in records if r.get("event") == "train"]
+    train = [r for r in records if r.get("event") == "train" and "skipped" not in r]
     evals = [r for r in records if r.get("event") == "eval"]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
     tasks = sorted({t for r in train for t in r["loss"]})

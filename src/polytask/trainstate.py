@@ -36,6 +36,8 @@ class TrainState:
     best_step: int = 0
     bad_evals: int = 0
     seconds: float = 0.0
+    skipped_steps: int = 0  # steps skipped for a non-finite loss (no update)
+    bad_streak: int = 0  # consecutive skipped steps up to now
 
 
 @dataclass
@@ -66,11 +68,19 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
     return None
 
 
-def save_checkpoint(run_dir: Path, live: Resumable, state: TrainState) -> None:
-    """Write ``run_dir/checkpoint`` atomically."""
+def save_checkpoint(
+    run_dir: Path, live: Resumable, state: TrainState, rng_states: list[torch.Tensor] | None = None
+) -> None:
+    """Write ``run_dir/checkpoint`` atomically (the main process only, when distributed).
+
+    ``rng_states``: every rank's torch RNG state, rank order (default: this process's); each
+    rank draws its own dropout masks, so each gets its own state back on resume.
+    """
     tensors, layout = ckpt.optimizer_tensors(live.optimizer)
     rng = {f"sampler.{k}": v for k, v in live.sampler.state_dict().items()}
-    rng["torch"] = torch.get_rng_state()
+    states = rng_states or [torch.get_rng_state()]
+    rng["torch"] = states[0]
+    rng.update({f"torch.rank{r}": t for r, t in enumerate(states) if r > 0})
     objective = {k: v.detach().cpu() for k, v in live.objective.state_dict().items()}
 
     def fill(tmp: Path) -> None:
@@ -92,8 +102,11 @@ def save_checkpoint(run_dir: Path, live: Resumable, state: TrainState) -> None:
     ckpt.write_folder(run_dir / CHECKPOINT, fill)
 
 
-def load_checkpoint(folder: Path, live: Resumable) -> TrainState:
-    """Restore every live object from ``folder``; returns the saved counters."""
+def load_checkpoint(folder: Path, live: Resumable, rank: int = 0) -> TrainState:
+    """Restore every live object from ``folder``; returns the saved counters.
+
+    ``rank`` picks this process's torch RNG state; a rank the checkpoint has none for (a
+    run resumed on more processes) keeps its current, seeded, state."""
     state_file = folder / "trainer_state.json"
     try:
         meta = json.loads(state_file.read_text("utf-8"))
@@ -101,14 +114,14 @@ def load_checkpoint(folder: Path, live: Resumable) -> TrainState:
         raise RunDirError(f"{folder}: unreadable trainer_state.json ({exc})") from None
     ckpt.load_weights(live.model, folder / ckpt.MODEL_FILE)
     try:
-        return _restore(folder, live, meta)
+        return _restore(folder, live, meta, rank)
     except KeyError as exc:
         raise RunDirError(f"{state_file}: no entry {exc}") from None
     except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise RunDirError(f"{state_file}: does not fit this run ({first_line(exc)})") from None
 
 
-def _restore(folder: Path, live: Resumable, meta: dict[str, Any]) -> TrainState:
+def _restore(folder: Path, live: Resumable, meta: dict[str, Any], rank: int) -> TrainState:
     moments = ckpt.load_tensors(folder / "optimizer.safetensors")
     live.optimizer.load_state_dict(ckpt.optimizer_state(moments, meta["optimizer"]))
     live.scheduler.load_state_dict(meta["scheduler"])
@@ -117,7 +130,9 @@ def _restore(folder: Path, live: Resumable, meta: dict[str, Any]) -> TrainState:
     live.sampler.load_state_dict(
         {k.removeprefix(prefix): v for k, v in rng.items() if k.startswith(prefix)}
     )
-    torch.set_rng_state(rng["torch"])
+    own = "torch" if rank == 0 else f"torch.rank{rank}"
+    if own in rng:
+        torch.set_rng_state(rng[own])
     if (folder / "objective.safetensors").is_file():
         live.objective.load_state_dict(ckpt.load_tensors(folder / "objective.safetensors"))
     for task, s in meta["streams"].items():

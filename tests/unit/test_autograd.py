@@ -401,3 +401,38 @@ def test_data_parallel_ranks_agree_with_one_big_batch(tmp_path: Path) -> None:
             assert got[mode]["grads"].keys() == expected["grads"].keys()
             for name, g in expected["grads"].items():
                 assert torch.allclose(got[mode]["grads"][name], g, rtol=0, atol=ATOL), name
+
+
+@pytest.mark.parametrize(
+    "single_input,mode", [(False, "exact"), (True, "exact"), (True, "representation")]
+)
+def test_grad_scale_writes_scaled_grads_from_the_unscaled_gramian(
+    single_input: bool, mode: Any
+) -> None:
+    """fp16 loss scaling: ``.grad`` is s × the unscaled update (what the grad scaler then
+    divides by s); the Gramian, ``c`` and norms are the unscaled ones, even for a combine
+    that is not scale-invariant."""
+    batch = make_batch(2, seed=40, single_input=single_input)
+
+    def combine(gramian: Tensor) -> Tensor:
+        return 1.0 / (1.0 + gramian.diagonal())  # depends on the gradients' absolute scale
+
+    runs = []
+    for scale in (1.0, 1024.0):
+        model = tiny_bert_model(2, seed=3)
+        model.eval()  # no dropout: both runs differentiate the same function
+        engine = PerTaskGradients(model, single_input=mode)
+        ids, mask, segments, labels = batch
+        with engine.capture(segments):
+            losses = losses_of(model, ids, mask, segments, labels)
+        stats = engine.backward(losses, combine, grad_scale=scale)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        runs.append((stats, grads))
+    (plain, g1), (scaled, g2) = runs
+    assert torch.allclose(scaled.gramian, plain.gramian, rtol=1e-5)
+    assert torch.allclose(scaled.weights, plain.weights, rtol=1e-5)
+    assert torch.allclose(scaled.norms, plain.norms, rtol=1e-5)
+    assert g1.keys() == g2.keys()
+    for name, g in g1.items():
+        assert torch.allclose(g2[name], 1024.0 * g, rtol=1e-4, atol=1024 * ATOL), name
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -70,6 +71,8 @@ def train(
     final = run_training(
         config, output, resume=resume, overwrite=overwrite, show_progress=not quiet
     )
+    if not _main_rank():  # under accelerate launch / torchrun: one table, from rank 0
+        return
     out.print(results_table(final))
     p = final["params"]
     out.print(
@@ -313,10 +316,19 @@ def data_prepare(
         out.print(f"{name}: {manifest['sizes']} in {bundled.dataset_dir(name)}")
 
 
+def _main_rank() -> bool:
+    """Whether this is rank 0 of a distributed launch (or not distributed at all)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` as one line on stderr (the message is text, not markup)."""
-    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
-    err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` as one line on stderr (the message is text, not markup).
+
+    Under ``accelerate launch`` / ``torchrun`` every rank meets the same error; rank 0
+    prints it, every rank exits with ``code``."""
+    if _main_rank():
+        line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+        err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import datasets
 import torch
 
+from polytask.distributed import shard
 from polytask.tasks import TaskSpec, task_type
 
 
@@ -66,8 +67,22 @@ def bucketed_batches(
     return [batches[i] for i in perm]
 
 
+@dataclass
+class Draw:
+    """One step's rows of a task for this rank, and the global batch they were cut from."""
+
+    rows: dict[str, list[Any]]
+    global_rows: int  # rows of the global batch (every rank's slices together)
+    counted: bool  # False: a stand-in row of a rank the batch was too short to reach
+
+
 class TaskStream:
-    """Endless length-bucketed training batches of one task, resumable from ``(epoch, cursor)``."""
+    """Endless length-bucketed training batches of one task, resumable from ``(epoch, cursor)``.
+
+    ``batch_size`` is the global batch; with ``world`` > 1 processes, rank ``rank`` reads
+    its contiguous slice of each batch (:func:`polytask.distributed.shard`). Every rank
+    plans the same batches, so the state stays ``(epoch, cursor)``, the same on every rank.
+    """
 
     def __init__(
         self,
@@ -76,10 +91,15 @@ class TaskStream:
         bucket_batches: int,
         seed: int,
         spec: TaskSpec | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in 0..{world - 1}")
         self.dataset, self.spec = dataset, spec
         self.lengths: list[int] = list(dataset["length"])
         self.batch_size, self.bucket_batches, self.seed = batch_size, bucket_batches, seed
+        self.rank, self.world = rank, world
         self.epoch, self.cursor = 0, 0
         self._batches = self._plan(0)
 
@@ -96,12 +116,20 @@ class TaskStream:
         return indices
 
     def next_rows(self) -> dict[str, list[Any]]:
-        """The next batch's rows, through the task type's ``prepare`` (e.g. MLM masks drawn
-        from ``(seed, epoch)``: resuming from ``(epoch, cursor)`` replays them)."""
-        rows: dict[str, list[Any]] = self.dataset[self.next_indices()]
+        """This rank's rows of the next batch (see :meth:`next_draw`)."""
+        return self.next_draw().rows
+
+    def next_draw(self) -> Draw:
+        """The next batch: this rank's slice of its rows, through the task type's ``prepare``
+        (e.g. MLM masks drawn from ``(seed, epoch)`` and each example's index, so resuming
+        from ``(epoch, cursor)`` replays them and a slice gets the masks the whole batch
+        would)."""
+        indices = self.next_indices()
+        mine, counted = shard(indices, self.rank, self.world)
+        rows: dict[str, list[Any]] = self.dataset[mine]
         if self.spec is not None:
             rows = task_type(self.spec.type).prepare(self.spec, rows, (self.seed, self.epoch))
-        return rows
+        return Draw(rows, len(indices), counted)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "cursor": self.cursor}

@@ -1,0 +1,141 @@
+"""The training loop's evaluations: keep the best model by the primary task, and the final
+validation/test evaluation of it (``final_metrics.json``, plots).
+
+Every rank evaluates its share of the examples (:func:`polytask.evaluate.evaluate` gathers
+them), so all ranks take the same early-stopping decision; only the main process writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from accelerate import Accelerator
+
+from polytask import checkpoint as ckpt
+from polytask.distributed import needs_full_model
+from polytask.evaluate import evaluate
+from polytask.models import MultiTaskModel
+from polytask.runlog import MetricsLog, plot_curves, read_records
+from polytask.tasks import TaskSpec, task_type
+from polytask.trainstate import TrainState
+
+if TYPE_CHECKING:
+    from polytask.train import Setup
+
+BEST = "model"
+
+
+def primary_metric(spec: TaskSpec) -> str:
+    return task_type(spec.type).primary_metric
+
+
+def evaluate_and_keep_best(
+    setup: Setup,
+    model: MultiTaskModel,
+    val: dict[str, Any],
+    state: TrainState,
+    log: MetricsLog,
+    run_dir: Path,
+    pad_id: int,
+    accelerator: Accelerator,
+    wrapped: Any = None,
+) -> bool:
+    """Validation metrics; save the best model by the primary task's metric; True = stop early.
+
+    ``wrapped``: the prepared model. Under FSDP/DeepSpeed its full state dict is gathered
+    from every rank (``accelerator.get_state_dict``, a collective) for the main process."""
+    tc, specs = setup.config.train, setup.specs
+    metrics = evaluate(
+        model, val, specs, tc.eval_batch_size, pad_id, accelerator.device, accelerator=accelerator
+    )
+    primary = {n: metrics[n].get(primary_metric(specs[n]), 0.0) for n in specs}
+    score = primary[setup.config.primary]
+    log.write(
+        {
+            "event": "eval",
+            "step": state.step,
+            "split": "validation",
+            "metrics": metrics,
+            "primary": primary,
+        }
+    )
+    if state.best is None or score > state.best:
+        state.best, state.best_step, state.bad_evals = score, state.step, 0
+        meta = {
+            "config": setup.config.model_dump(mode="json"),
+            "step": state.step,
+            "primary_task": setup.config.primary,
+            "primary_metric": score,
+        }
+        full = None
+        if needs_full_model(accelerator):
+            full = accelerator.get_state_dict(wrapped if wrapped is not None else model)
+        if accelerator.is_main_process:
+            ckpt.save_model_folder(run_dir / BEST, model, setup.tokenizer, meta, full)
+        return False
+    state.bad_evals += 1
+    return tc.patience is not None and state.bad_evals >= tc.patience
+
+
+def finish(
+    setup: Setup,
+    run_dir: Path,
+    state: TrainState,
+    params: dict[str, Any],
+    accelerator: Accelerator,
+    pad_id: int,
+) -> dict[str, Any]:
+    """Reload the best weights, evaluate validation and test, write final_metrics.json and plots.
+
+    Every rank evaluates its share and gets the same metrics; the main process writes. With
+    several processes the architecture's ``report.json`` (MoE routing) covers the main
+    process's share of the test examples only."""
+    from safetensors.torch import load_model
+
+    model = setup.model
+    if needs_full_model(accelerator):  # sharded weights: evaluate a plain copy of the best
+        model = ckpt.load_model_folder(run_dir / BEST)[0].to(accelerator.device)
+    else:
+        load_model(model, str(run_dir / BEST / ckpt.MODEL_FILE))
+    tc, names = setup.config.train, list(setup.specs)
+    tasks: dict[str, Any] = {}
+    report: dict[str, Any] = {}
+    for split in ("validation", "test"):
+        splits = {n: setup.data[n].splits[split] for n in names if split in setup.data[n].splits}
+        model.reset_report()
+        for n, m in evaluate(
+            model,
+            splits,
+            setup.specs,
+            tc.eval_batch_size,
+            pad_id,
+            accelerator.device,
+            with_majority=True,
+            accelerator=accelerator,
+        ).items():
+            if split == "test" and "majority_accuracy" in m:
+                tasks.setdefault(n, {})["majority_accuracy"] = m.pop("majority_accuracy")
+            m.pop("majority_accuracy", None)
+            tasks.setdefault(n, {})[split] = m
+        report = model.report() or report  # the architecture's diagnostics on test
+    final = {
+        "tasks": tasks,
+        "primary_task": setup.config.primary,
+        "primary_metric": {n: primary_metric(s) for n, s in setup.specs.items()},
+        "best_step": state.best_step,
+        "steps": state.step,
+        "train_seconds": round(state.seconds, 1),
+        "examples_seen": state.examples,
+        "updates": state.updates,
+        "skipped_steps": state.skipped_steps,
+        "params": params,
+        "processes": accelerator.num_processes,
+        "mixed_precision": setup.config.train.mixed_precision,
+    }
+    if accelerator.is_main_process:
+        if report:
+            ckpt.write_json(run_dir / "report.json", report)
+        ckpt.write_json(run_dir / "final_metrics.json", final)
+        plot_curves(read_records(run_dir / "metrics.jsonl"), run_dir / "curves.png")
+    return final
