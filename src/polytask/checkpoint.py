@@ -17,18 +17,17 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from polytask import __version__
 from polytask.errors import RunDirError
 from polytask.models import ARCHITECTURES, MultiTaskModel
-from polytask.models.encoder import encoder_from_config
+from polytask.models.base import ENCODER_DIR, WEIGHTS_FILE
 from polytask.tasks import TaskSpec
 
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = WEIGHTS_FILE
 META_FILE = "polytask.json"
-ENCODER_DIR = "encoder"
 COMPLETE = "COMPLETE"
 
 
@@ -75,7 +74,7 @@ def save_model_folder(
     """Weights, architecture + task specs (JSON), the encoder's HF config and the tokenizer."""
 
     def fill(tmp: Path) -> None:
-        save_model(model, str(tmp / MODEL_FILE))
+        model.save_weights(tmp)
         encoder = getattr(model, "encoder", None)
         if encoder is not None:
             encoder.config.save_pretrained(str(tmp / ENCODER_DIR))
@@ -118,22 +117,11 @@ def load_model_folder(
         arch = dict(meta["architecture"])
         specs = [TaskSpec.from_dict(s) for s in meta["tasks"]]
         cls = ARCHITECTURES.get(arch.pop("name"))
-        encoder = encoder_from_config(folder / ENCODER_DIR)
+        encoder = cls.saved_backbone(folder, meta)
         model = cls(encoder, specs, **arch)
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise RunDirError(f"{folder / META_FILE}: cannot rebuild the model ({exc})") from None
-    weights = folder / MODEL_FILE
-    if not weights.is_file():
-        raise RunDirError(f"{folder}: missing {MODEL_FILE}")
-    try:
-        missing, unexpected = load_model(model, str(weights), strict=False)
-    except (SafetensorError, RuntimeError, OSError) as exc:
-        raise RunDirError(f"{weights}: cannot load weights ({str(exc).splitlines()[0]})") from None
-    if missing or unexpected:
-        raise RunDirError(
-            f"{weights}: weights do not match the model "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    model.load_weights(folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     except (OSError, ValueError) as exc:

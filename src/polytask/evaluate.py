@@ -7,6 +7,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from polytask.data.batching import collate, eval_batches
 from polytask.models import MultiTaskModel
@@ -23,8 +24,12 @@ def predict_split(
     batch_size: int,
     pad_id: int,
     device: torch.device,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> tuple[list[Any], list[Any], float]:
-    """Predictions and references (in dataset order) and the mean loss of one task's split."""
+    """Predictions and references (in dataset order) and the mean loss of one task's split.
+
+    ``tokenizer`` is needed by task types that generate text (``instruction``).
+    """
     ttype = task_type(spec.type)
     n = len(dataset)
     preds: list[Any] = [None] * n
@@ -50,6 +55,9 @@ def predict_split(
             batch_refs = rows["target"]
         for i, p, r in zip(indices, batch_preds, batch_refs, strict=True):
             preds[i], refs[i] = p, r
+    own = ttype.own_predictions(model, spec, dataset, size, tokenizer)
+    if own is not None:
+        preds, refs = own
     return preds, refs, loss_sum / max(1, loss_rows)
 
 
@@ -61,6 +69,7 @@ def evaluate(
     pad_id: int,
     device: torch.device,
     with_majority: bool = False,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics (and loss) of every task on its given split; restores the model's mode after."""
     was_training = model.training
@@ -68,7 +77,9 @@ def evaluate(
     out = {}
     for name, dataset in splits.items():
         spec = specs[name]
-        preds, refs, loss = predict_split(model, spec, dataset, batch_size, pad_id, device)
+        preds, refs, loss = predict_split(
+            model, spec, dataset, batch_size, pad_id, device, tokenizer
+        )
         metrics = task_type(spec.type).metrics(spec, preds, refs)
         metrics["loss"] = loss
         metrics.update(task_type(spec.type).loss_metrics(spec, loss))

@@ -22,7 +22,6 @@ from polytask.data.samplers import build_sampler
 from polytask.errors import ConfigError
 from polytask.evaluate import evaluate
 from polytask.models import ARCHITECTURES, MultiTaskModel
-from polytask.models.encoder import load_encoder
 from polytask.objective import Objective, build_objective
 from polytask.optim import WarmupLinearDecay, build_optimizer
 from polytask.params import count_parameters
@@ -58,7 +57,8 @@ class Setup:
 def build(config: RunConfig) -> Setup:
     """Load encoder, tokenizer and every task's data; build the model. Raises on bad input."""
     set_seed(config.seed)
-    encoder, tokenizer = load_encoder(config.encoder.name)
+    arch = config.architecture
+    encoder, tokenizer = ARCHITECTURES.get(arch.name).load_pretrained(config.encoder.name)
     by_name = {t.name: t for t in config.tasks}
     data = {
         t.name: load_task_data(
@@ -66,7 +66,6 @@ def build(config: RunConfig) -> Setup:
         )
         for t in config.tasks
     }
-    arch = config.architecture
     try:
         model = ARCHITECTURES.get(arch.name)(
             encoder,
@@ -78,7 +77,7 @@ def build(config: RunConfig) -> Setup:
         )
     except ValueError as exc:  # an argument that does not fit this encoder or these tasks
         raise ConfigError(f"architecture: {arch.name}: {exc}") from None
-    specs = [d.spec for d in data.values()]
+    specs = [d.spec for d in data.values() if not d.spec.held_out]  # held-out: evaluated only
     objective = build_objective(
         [s.name for s in specs],
         {s.name: s.weight for s in specs},
@@ -134,7 +133,8 @@ def train(
     run_dir = Path(output)
     resume_from = prepare_run_dir(run_dir, resume, overwrite)
     setup = build(config)  # every input check happens here, before anything is written
-    tc, sc, specs, names = config.train, config.sampler, setup.specs, list(setup.specs)
+    tc, sc, specs = config.train, config.sampler, setup.specs
+    names = [n for n, s in specs.items() if not s.held_out]  # the tasks the sampler picks
     accelerator = Accelerator(mixed_precision=tc.mixed_precision)
     optimizer, scheduler = build_optimization(setup)
     model, optimizer, scheduler = accelerator.prepare(setup.model, optimizer, scheduler)
@@ -195,7 +195,7 @@ def train(
         )
         progress.advance(record["loss"])
         if state.step % tc.eval_every == 0 or state.step == tc.max_steps:
-            val = {n: setup.data[n].splits["validation"] for n in names}
+            val = {n: setup.data[n].splits["validation"] for n in specs}
             if _evaluate_and_keep_best(
                 setup, live.model, val, state, log, run_dir, pad_id, accelerator
             ):
@@ -258,7 +258,9 @@ def _evaluate_and_keep_best(
 ) -> bool:
     """Validation metrics; save the best model by the primary task's metric; True = stop early."""
     tc, specs = setup.config.train, setup.specs
-    metrics = evaluate(model, val, specs, tc.eval_batch_size, pad_id, accelerator.device)
+    metrics = evaluate(
+        model, val, specs, tc.eval_batch_size, pad_id, accelerator.device, tokenizer=setup.tokenizer
+    )
     primary = {n: metrics[n].get(primary_metric(specs[n]), 0.0) for n in specs}
     score = primary[setup.config.primary]
     log.write(
@@ -293,10 +295,8 @@ def _finish(
     pad_id: int,
 ) -> dict[str, Any]:
     """Reload the best weights, evaluate validation and test, write final_metrics.json and plots."""
-    from safetensors.torch import load_model
-
     model = setup.model
-    load_model(model, str(run_dir / BEST / ckpt.MODEL_FILE))
+    model.load_weights(run_dir / BEST)
     tc, names = setup.config.train, list(setup.specs)
     tasks: dict[str, Any] = {}
     report: dict[str, Any] = {}
@@ -304,7 +304,14 @@ def _finish(
         splits = {n: setup.data[n].splits[split] for n in names if split in setup.data[n].splits}
         model.reset_report()
         for n, m in evaluate(
-            model, splits, setup.specs, tc.eval_batch_size, pad_id, device, with_majority=True
+            model,
+            splits,
+            setup.specs,
+            tc.eval_batch_size,
+            pad_id,
+            device,
+            with_majority=True,
+            tokenizer=setup.tokenizer,
         ).items():
             if split == "test" and "majority_accuracy" in m:
                 tasks.setdefault(n, {})["majority_accuracy"] = m.pop("majority_accuracy")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
 
 from polytask import checkpoint as ckpt
 from polytask.data.batching import TaskStream
@@ -71,7 +70,7 @@ def save_checkpoint(run_dir: Path, live: Resumable, state: TrainState) -> None:
     objective = {k: v.detach().cpu() for k, v in live.objective.state_dict().items()}
 
     def fill(tmp: Path) -> None:
-        save_model(live.model, str(tmp / ckpt.MODEL_FILE))
+        live.model.save_weights(tmp)
         ckpt.save_tensors(tmp / "optimizer.safetensors", tensors)
         ckpt.save_tensors(tmp / "rng.safetensors", rng)
         if objective:
@@ -95,10 +94,7 @@ def load_checkpoint(folder: Path, live: Resumable) -> TrainState:
         meta = json.loads((folder / "trainer_state.json").read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise RunDirError(f"{folder}: unreadable trainer_state.json ({exc})") from None
-    try:
-        load_model(live.model, str(folder / ckpt.MODEL_FILE))
-    except (RuntimeError, OSError) as exc:
-        raise RunDirError(f"{folder}: cannot load the checkpoint's weights ({exc})") from None
+    live.model.load_weights(folder)
     moments = ckpt.load_tensors(folder / "optimizer.safetensors")
     live.optimizer.load_state_dict(ckpt.optimizer_state(moments, meta["optimizer"]))
     live.scheduler.load_state_dict(meta["scheduler"])
