@@ -36,6 +36,9 @@ def predict_split(
     refs: list[Any] = [None] * n
     loss_sum, loss_rows = 0.0, 0
     size = min(batch_size, ttype.eval_rows or batch_size)
+    own = ttype.own_predictions(model, spec, dataset, size, tokenizer)
+    if own is not None and own.loss is not None:
+        return own.predictions, own.references, own.loss
     for indices in eval_batches(list(dataset["length"]), size):
         rows = ttype.prepare(spec, dataset[indices], None)
         batch = collate([(spec, rows)], pad_id).to(device)
@@ -55,9 +58,8 @@ def predict_split(
             batch_refs = rows["target"]
         for i, p, r in zip(indices, batch_preds, batch_refs, strict=True):
             preds[i], refs[i] = p, r
-    own = ttype.own_predictions(model, spec, dataset, size, tokenizer)
     if own is not None:
-        preds, refs = own
+        preds, refs = own.predictions, own.references
     return preds, refs, loss_sum / max(1, loss_rows)
 
 

@@ -259,3 +259,24 @@ def test_scoring_and_generation_match_plain_forwards(
                 row.append(int(model.decoder(input_ids=torch.tensor([row])).logits[0, -1].argmax()))
             assert generated[i] == row[len(p) :]
     assert torch.allclose(scores, plain, atol=1e-4)
+
+
+def test_choice_scores_give_the_same_loss_as_the_loss_forward(
+    tiny_decoder: Path, instruction_files: Any
+) -> None:
+    from polytask.data.batching import collate
+    from polytask.evaluate import predict_split
+    from polytask.tasks import task_type
+
+    setup = build(config_from_dict(instruct_config(tiny_decoder, instruction_files)))
+    model, spec = setup.model, setup.data["sent"].spec
+    _perturb(model)
+    model.eval()
+    ds = setup.data["sent"].splits["validation"]
+    preds, refs, loss = predict_split(model, spec, ds, 16, 0, torch.device("cpu"))
+    batch = collate([(spec, ds[:])], int(setup.tokenizer.pad_token_id))
+    with torch.no_grad():
+        logits = model(batch.input_ids, batch.attention_mask, None, batch.segments)["sent"]
+    expected = float(task_type("instruction").loss(spec, logits, batch.labels["sent"]))
+    assert abs(loss - expected) < 1e-4
+    assert refs == ds["answer"] and set(preds) <= set(spec.labels)

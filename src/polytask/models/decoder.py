@@ -117,6 +117,7 @@ def prepare_decoder(name: str, force: bool = False) -> Path:
         quantizer.remove_quantization_config(model)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    tmp.chmod(0o755)  # a cache folder like the others (mkdtemp makes it private)
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))

@@ -55,6 +55,16 @@ class TaskSpec:
         return cls(**data)
 
 
+@dataclass
+class OwnPredictions:
+    """What a task type's own evaluation pass found: predictions and references in dataset
+    order, and the split's mean loss when that pass measured it (else ``None``)."""
+
+    predictions: list[Any]
+    references: list[Any]
+    loss: float | None = None
+
+
 class TaskType(ABC):
     """Base class of a task type; subclasses register themselves in :data:`TASK_TYPES`."""
 
@@ -130,10 +140,11 @@ class TaskType(ABC):
         dataset: datasets.Dataset,
         batch_size: int,
         tokenizer: PreTrainedTokenizerBase | None,
-    ) -> tuple[list[Any], list[Any]] | None:
+    ) -> OwnPredictions | None:
         """Predictions and references of a split that need forwards of their own (an
         instruction task scores its allowed answers or generates), or ``None``: they come
-        from the loss forward's logits (:meth:`predict_indices`). Default: ``None``."""
+        from the loss forward's logits (:meth:`predict_indices`). When the result carries
+        the loss, the loss forward is skipped. Default: ``None``."""
         return None
 
     def build_head(

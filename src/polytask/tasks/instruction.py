@@ -21,7 +21,14 @@ import torch.nn.functional as F
 
 from polytask.data import prompts
 from polytask.errors import ConfigError, DataError, PolytaskError
-from polytask.tasks.base import IGNORE_INDEX, TASK_TYPES, TaskSpec, TaskType, Where
+from polytask.tasks.base import (
+    IGNORE_INDEX,
+    TASK_TYPES,
+    OwnPredictions,
+    TaskSpec,
+    TaskType,
+    Where,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -128,14 +135,22 @@ class Instruction(TaskType):
         dataset: datasets.Dataset,
         batch_size: int,
         tokenizer: PreTrainedTokenizerBase | None,
-    ) -> tuple[list[Any], list[Any]] | None:
-        """Each example's answer (chosen or generated) and its reference answer."""
+    ) -> OwnPredictions:
+        """Each example's answer (chosen or generated) and its reference answer. Scoring
+        the allowed answers scores the reference too: its negative log-likelihood per token
+        is the split's loss, so ``choices`` needs no separate loss forward."""
         refs = list(dataset["answer"])
         prompt_rows = [
             ids[:n] for ids, n in zip(dataset["input_ids"], dataset["prompt_length"], strict=True)
         ]
-        preds = self.answer(model, spec, prompt_rows, batch_size, tokenizer)
-        return preds, refs
+        scores: list[torch.Tensor] = []
+        preds = self.answer(model, spec, prompt_rows, batch_size, tokenizer, scores=scores)
+        if spec.options["mode"] != "choices" or not all(r in spec.labels for r in refs):
+            return OwnPredictions(preds, refs)
+        lengths = [len(c) for c in spec.options["choice_ids"]]
+        gold = [spec.labels.index(r) for r in refs]
+        nll = -sum(float(s[k]) for s, k in zip(scores, gold, strict=True))
+        return OwnPredictions(preds, refs, nll / max(1, sum(lengths[k] for k in gold)))
 
     def answer(
         self,
@@ -145,20 +160,24 @@ class Instruction(TaskType):
         batch_size: int,
         tokenizer: PreTrainedTokenizerBase | None,
         mode: Literal["choices", "generate"] | None = None,
+        scores: list[torch.Tensor] | None = None,
     ) -> list[str]:
         """The model's answers to tokenized prompts: the likeliest allowed answer
         (``choices``) or the greedy continuation up to an end token (``generate``); ``mode``
-        overrides the task's own."""
+        overrides the task's own; ``scores`` (a list) receives each prompt's answer scores."""
         if not hasattr(model, "score_choices"):
             raise ConfigError(f"task '{spec.name}': instruction tasks need architecture causal_lm")
         order = sorted(range(len(prompt_rows)), key=lambda i: len(prompt_rows[i]))
         out: list[str] = [""] * len(prompt_rows)
+        found: list[torch.Tensor | None] = [None] * len(prompt_rows)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             rows = [prompt_rows[i] for i in chunk]
             if (mode or spec.options["mode"]) == "choices":
-                scores = model.score_choices(rows, spec.options["choice_ids"])
-                answers = [spec.labels[int(k)] for k in scores.argmax(dim=1)]
+                batch_scores = model.score_choices(rows, spec.options["choice_ids"]).cpu()
+                answers = [spec.labels[int(k)] for k in batch_scores.argmax(dim=1)]
+                for i, row_scores in zip(chunk, batch_scores, strict=True):
+                    found[i] = row_scores
             else:
                 if tokenizer is None:
                     raise PolytaskError(f"task '{spec.name}': generating needs the tokenizer")
@@ -170,6 +189,8 @@ class Instruction(TaskType):
                 ]
             for i, text in zip(chunk, answers, strict=True):
                 out[i] = text
+        if scores is not None:
+            scores.extend(s for s in found if s is not None)
         return out
 
     def prompt_rows(
