@@ -280,3 +280,26 @@ def test_choice_scores_give_the_same_loss_as_the_loss_forward(
     expected = float(task_type("instruction").loss(spec, logits, batch.labels["sent"]))
     assert abs(loss - expected) < 1e-4
     assert refs == ds["answer"] and set(preds) <= set(spec.labels)
+
+
+def test_diversity_pair_is_checked_and_tabled(
+    tiny_decoder: Path, instruction_files: Any, tmp_path: Path
+) -> None:
+    from polytask.diversity import check_pair, markdown, run_diversity
+
+    mixed_raw = instruct_config(tiny_decoder, instruction_files, "none", max_steps=2)
+    single_raw = instruct_config(tiny_decoder, instruction_files, "none", max_steps=2)
+    single_raw["tasks"] = [t for t in single_raw["tasks"] if t["name"] != "ents"]
+    for raw in (mixed_raw, single_raw):
+        raw["sampler"]["tasks_per_step"] = 1  # one task's batch per step: 8 examples
+    single, mixed = config_from_dict(single_raw), config_from_dict(mixed_raw)
+    assert check_pair(single, mixed) == ["where"]
+    longer = config_from_dict({**single_raw, "train": {**single_raw["train"], "max_steps": 3}})
+    with pytest.raises(ConfigError, match="the arms train 24 and 16 examples"):
+        check_pair(longer, mixed)
+    summary = run_diversity(single, mixed, tmp_path / "div", show_progress=False)
+    assert summary["arms"]["single"]["trained_tasks"] == ["sent"]
+    assert summary["arms"]["mixed"]["trained_tasks"] == ["sent", "ents"]
+    table = markdown(summary)
+    assert "| where | held out | accuracy |" in table
+    assert (tmp_path / "div" / "diversity.md").read_text() == table

@@ -220,6 +220,25 @@ def affinity(
         out.print(groups_table(summary))
 
 
+@app.command()
+def diversity(
+    single: Annotated[str, typer.Argument(help="config of the single-task-type arm")],
+    mixed: Annotated[str, typer.Argument(help="config of the mixed arm")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="experiment directory")],
+    overwrite: Annotated[bool, typer.Option(help="replace earlier runs in --out")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Instruction tuning on one task type vs a mixture (same examples), on held-out tasks."""
+    from polytask.config import load_config
+    from polytask.diversity import markdown, run_diversity
+
+    log = None if quiet else (lambda line: err.print(line, highlight=False, markup=False))
+    summary = run_diversity(load_config(single), load_config(mixed), out, overwrite, not quiet, log)
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(markdown(summary), markup=False)
+    console.print(f"written: {out / 'diversity.json'}, {out / 'diversity.md'}")
+
+
 @app.command("eval")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],

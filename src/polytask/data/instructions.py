@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from polytask.config import TaskConfig
 from polytask.data.loading import TaskData, _split_paths, read_split
-from polytask.data.prompts import as_text, encode_example, make_answer
+from polytask.data.prompts import ExampleEncoder, as_text, make_answer
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.instruction import Instruction
@@ -59,6 +59,7 @@ def load_instruction_data(
         path = paths["train"][0]
         spec = ttype.fit_spec(config, raw["train"][cols.label], lambda i: str(path))
     spec = ttype.bind_tokenizer(spec, tokenizer)
+    encode = ExampleEncoder(tokenizer, ins, max_length)
     splits: dict[str, datasets.Dataset] = {}
     for split in wanted:
         ds = raw[split]
@@ -77,9 +78,7 @@ def load_instruction_data(
             answer = make_answer(ins, text, label)
             where = f"{path}, row {row + 1}, column '{cols.label}'"
             ttype.encode(spec, answer, row, lambda i, w=where: w)  # type: ignore[misc]
-            ids, target, prompt_length = encode_example(
-                tokenizer, ins, as_text(text), answer, max_length
-            )
+            ids, target, prompt_length = encode(as_text(text), answer)
             columns["input_ids"].append(ids)
             columns["target"].append(target)
             columns["prompt_length"].append(prompt_length)

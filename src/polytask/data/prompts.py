@@ -149,18 +149,26 @@ def fit_text(tokenizer: PreTrainedTokenizerBase, text: str, budget: int) -> str:
     return str(tokenizer.decode(ids[: max(1, budget)], skip_special_tokens=True))
 
 
-def encode_example(
-    tokenizer: PreTrainedTokenizerBase,
-    config: InstructionConfig,
-    text: str,
-    answer: str | None,
-    max_length: int,
-) -> tuple[list[int], list[int], int]:
-    """``(input_ids, labels, prompt_length)`` of one example: labels are ``IGNORE_INDEX`` on
-    the prompt (and everywhere when unlabelled) and the token ids of the answer after it."""
-    target = answer_ids(tokenizer, answer, config.system)[: max_length // 2] if answer else []
-    empty = len(prompt_ids(tokenizer, config.template, "", config.system))
-    text = fit_text(tokenizer, text, max_length - empty - len(target))
-    prompt = prompt_ids(tokenizer, config.template, text, config.system)
-    prompt = prompt[: max(1, max_length - len(target))]
-    return prompt + target, [IGNORE_INDEX] * len(prompt) + target, len(prompt)
+class ExampleEncoder:
+    """Tokenizes one task's examples: ``(input_ids, labels, prompt_length)`` each, labels
+    ``IGNORE_INDEX`` on the prompt (everywhere when unlabelled) and the answer's token ids
+    after it. The template's own length and each distinct answer are tokenized once."""
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, config: InstructionConfig, max_length: int
+    ) -> None:
+        self.tokenizer, self.config, self.max_length = tokenizer, config, max_length
+        self.empty = len(prompt_ids(tokenizer, config.template, "", config.system))
+        self._answers: dict[str, list[int]] = {}
+
+    def __call__(self, text: str, answer: str | None) -> tuple[list[int], list[int], int]:
+        target: list[int] = []
+        if answer:
+            if answer not in self._answers:
+                ids = answer_ids(self.tokenizer, answer, self.config.system)
+                self._answers[answer] = ids[: self.max_length // 2]
+            target = self._answers[answer]
+        text = fit_text(self.tokenizer, text, self.max_length - self.empty - len(target))
+        prompt = prompt_ids(self.tokenizer, self.config.template, text, self.config.system)
+        prompt = prompt[: max(1, self.max_length - len(target))]
+        return prompt + target, [IGNORE_INDEX] * len(prompt) + target, len(prompt)

@@ -5,8 +5,9 @@ model sees are ``prompt + answer`` and the labels are the answer's token ids, ``
 prompt, so the next-token cross-entropy counts answer tokens only (FLAN-style instruction
 tuning, Wei et al. 2022; Chung et al. 2022). Evaluation per task: the token-level loss on
 the answers (``loss``, ``perplexity``) and ``accuracy``, the share of answers exactly right,
-either chosen among the task's allowed answers by log-likelihood (``choices``) or generated
-greedily (``generate``; entity answers also get ``entity_f1`` over ``type: words`` items).
+either chosen among the task's allowed answers by log-likelihood (``choices``, also
+``macro_f1`` over the answers) or generated greedily (``generate``; entity answers also get
+``entity_f1`` over ``type: words`` items).
 """
 
 from __future__ import annotations
@@ -218,6 +219,13 @@ class Instruction(TaskType):
         if not pairs:
             return {}
         out = {"accuracy": sum(normalize(p) == normalize(r) for p, r in pairs) / len(pairs)}
+        if spec.labels:  # a closed answer set: macro F1 too (a skewed yes/no is not 50/50)
+            f1s = []
+            for label in spec.labels:
+                hit = sum(p == label and r == label for p, r in pairs)
+                total = sum(p == label for p, _ in pairs) + sum(r == label for _, r in pairs)
+                f1s.append(2 * hit / total if total else 0.0)
+            out["macro_f1"] = sum(f1s) / len(f1s)
         if spec.options.get("answer") == "entities":
             hit = predicted = gold = 0
             for p, r in pairs:
