@@ -178,6 +178,15 @@ def test_per_task_losses_fall_and_held_out_is_only_evaluated(
     assert {o["text"] for o in out} <= {"pos", "neg", "neu"}  # 30 steps teach the format
     star = predictor.predict("*", ["alice visited paris"])
     assert set(star[0]) == {"sent", "ents", "where"}
+    from fastapi.testclient import TestClient
+
+    from polytask.serve.app import create_app
+
+    with TestClient(create_app(predictor, max_batch=4, max_wait_ms=1)) as client:
+        body = client.post("/predict", json={"task": "sent", "inputs": ["good movie"]}).json()
+        info = {t["name"]: t for t in client.get("/tasks").json()["tasks"]}
+    assert body == {"task": "sent", "tasks": ["sent"], "predictions": [out[0]]}
+    assert info["sent"]["labels"] == ["neg", "neu", "pos"] and info["sent"]["input"] == "text"
 
 
 def test_lora_losses_fall_backbone_frozen(
