@@ -85,7 +85,8 @@ class TaskConfig(StrictModel):
     (0.1) for an auxiliary task; the resolved value is written to the run's config.yaml.
     ``critical`` marks the tasks ``polytask compare`` judges its verdict on: when any task
     says ``critical: true``, exactly those; otherwise every served task not marked
-    ``critical: false``. Resolved at load (auxiliary tasks are never critical).
+    ``critical: false``. Resolved at load (auxiliary and held-out tasks are not critical
+    unless they say so).
     ``held_out: true`` marks a task that is evaluated but never trained on (the sampler
     never picks it): generalisation to an unseen task. ``instruction`` (required by, and
     only for, ``instruction`` tasks) holds the prompt template and how labels become answers.
@@ -313,7 +314,8 @@ class RunConfig(StrictModel):
                 raise ValueError(f"tasks.{t.name}: an auxiliary task cannot be critical")
         chosen = any(t.critical for t in self.tasks)
         for t in self.tasks:
-            t.critical = bool(t.critical) if chosen else t.critical is None and not t.auxiliary
+            plain = t.critical is None and not (t.auxiliary or t.held_out)
+            t.critical = bool(t.critical) if chosen else plain
 
     def _check_methods(self, n_tasks: int) -> None:
         from polytask.aggregation import AGGREGATORS
