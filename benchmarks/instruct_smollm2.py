@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ def main() -> None:
             "train_loop": final["train_seconds"],
             "total": round(total, 1),
         },
+        "cpu_seconds": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
         "torch_threads": torch.get_num_threads(),
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "note": "2-core CPU shared with other jobs during the run",
