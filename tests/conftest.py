@@ -174,3 +174,53 @@ def served_model(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -
     from tests.unit.serve_model import make_model_folder
 
     return make_model_folder(tiny_encoder, tmp_path_factory.mktemp("served") / "model")
+
+
+DECODER_WORDS = [*WORDS, "yes", "no", "pos", "neg", "neu", "none", "per", "loc", ":", ";", "?"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tiny_decoder(folder: Path) -> Path:
+    """A 2-layer, 32-wide random Llama with a word-level tokenizer and a ChatML template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
+    roles = ["system", "user", "assistant", "\n"]
+    pieces = [*specials, *roles, *DECODER_WORDS, *string.ascii_lowercase, *string.punctuation]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(pieces))}
+    model = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    model.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Whitespace()]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=model, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(str(folder))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_decoder(tmp_path_factory.mktemp("tiny-llama"))

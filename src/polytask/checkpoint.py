@@ -17,18 +17,18 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 from transformers import PreTrainedTokenizerBase
 
 from polytask import __version__
 from polytask.errors import RunDirError
 from polytask.models import ARCHITECTURES, MultiTaskModel
-from polytask.models.encoder import LOAD_ERRORS, encoder_from_config, first_line, load_tokenizer
+from polytask.models.base import ENCODER_DIR, WEIGHTS_FILE
+from polytask.models.encoder import LOAD_ERRORS, first_line, load_tokenizer
 from polytask.tasks import TaskSpec
 
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = WEIGHTS_FILE
 META_FILE = "polytask.json"
-ENCODER_DIR = "encoder"
 COMPLETE = "COMPLETE"
 
 
@@ -84,7 +84,7 @@ def save_model_folder(
 
     def fill(tmp: Path) -> None:
         if state_dict is None:
-            save_model(model, str(tmp / MODEL_FILE))
+            model.save_weights(tmp)
         else:
             save_file(_untied(model, state_dict), str(tmp / MODEL_FILE), metadata={"format": "pt"})
         encoder = getattr(model, "encoder", None)
@@ -146,19 +146,16 @@ def load_model_folder(
     except (TypeError, ValueError) as exc:
         raise RunDirError(f"{folder / META_FILE}: cannot rebuild the model ({exc})") from None
     try:
-        encoder = encoder_from_config(folder / ENCODER_DIR)
+        encoder = cls.saved_backbone(folder, meta)
     except LOAD_ERRORS as exc:
         raise RunDirError(
-            f"{folder / ENCODER_DIR}: cannot read the encoder's config ({first_line(exc)})"
+            f"{folder / ENCODER_DIR}: cannot read the backbone's config ({first_line(exc)})"
         ) from None
     try:
         model = cls(encoder, specs, **arch)
     except (TypeError, ValueError) as exc:
         raise RunDirError(f"{folder / META_FILE}: cannot rebuild the model ({exc})") from None
-    weights = folder / MODEL_FILE
-    if not weights.is_file():
-        raise RunDirError(f"{folder}: missing {MODEL_FILE}")
-    load_weights(model, weights)
+    model.load_weights(folder)
     try:
         tokenizer = load_tokenizer(str(folder / "tokenizer"))
     except LOAD_ERRORS as exc:

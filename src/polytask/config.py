@@ -22,12 +22,15 @@ from pydantic import (
     model_validator,
 )
 
+from polytask.data.prompts import InstructionConfig
 from polytask.errors import ConfigError
 from polytask.overrides import parse_overrides, set_path
 from polytask.registry import did_you_mean
 from polytask.strict import StrictModel
 
 DEMO_CONFIG = "demo"
+#: configs shipped in ``polytask/configs/``: a config argument may name one (``instruct``)
+PACKAGED_CONFIGS = ("demo", "instruct", "diversity_single", "diversity_mixed")
 #: weightings that work when a step holds only some tasks (no per-task history or coupling)
 SUBSET_WEIGHTINGS = ("equal", "static", "uncertainty")
 
@@ -89,7 +92,11 @@ class TaskConfig(StrictModel):
     (0.1) for an auxiliary task; the resolved value is written to the run's config.yaml.
     ``critical`` marks the tasks ``polytask compare`` judges its verdict on: when any task
     says ``critical: true``, exactly those; otherwise every served task not marked
-    ``critical: false``. Resolved at load (auxiliary tasks are never critical).
+    ``critical: false``. Resolved at load (auxiliary and held-out tasks are not critical
+    unless they say so).
+    ``held_out: true`` marks a task that is evaluated but never trained on (the sampler
+    never picks it): generalisation to an unseen task. ``instruction`` (required by, and
+    only for, ``instruction`` tasks) holds the prompt template and how labels become answers.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -103,6 +110,8 @@ class TaskConfig(StrictModel):
     critical: bool | None = None
     auxiliary: bool = False
     max_length: int | None = Field(default=None, ge=8)
+    held_out: bool = False
+    instruction: InstructionConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -136,6 +145,10 @@ class TaskConfig(StrictModel):
             )
         if self.data.from_tasks is not None and self.type != "lm":
             raise ValueError("'data.from_tasks' only applies to lm tasks")
+        if (self.instruction is None) == (self.type == "instruction"):
+            raise ValueError("'instruction' is required by, and only for, instruction tasks")
+        if self.held_out and self.auxiliary:
+            raise ValueError("a held-out task is evaluated only: it cannot be auxiliary")
         return self
 
 
@@ -285,16 +298,20 @@ class RunConfig(StrictModel):
             )
         if all(t.auxiliary for t in self.tasks):
             raise ValueError("every task is auxiliary: at least one task must be served")
-        if primary is not None and self.task(primary).auxiliary:
+        trained = [t.name for t in self.tasks if not t.held_out]
+        if not trained:
+            raise ValueError("every task is held out: at least one task must be trained")
+        if primary is not None and (self.task(primary).auxiliary or self.task(primary).held_out):
             raise ValueError(
-                f"train.primary_task '{primary}' is auxiliary; early stopping follows a served task"
+                f"train.primary_task '{primary}' is auxiliary or held out; "
+                "early stopping follows a trained, served task"
             )
         self._check_sources(names)
         self._resolve_critical()
         k = self.sampler.tasks_per_step
-        if isinstance(k, int) and k > len(names):
-            raise ValueError(f"sampler.tasks_per_step={k} exceeds the {len(names)} tasks")
-        self._check_methods(len(names))
+        if isinstance(k, int) and k > len(trained):
+            raise ValueError(f"sampler.tasks_per_step={k} exceeds the {len(trained)} trained tasks")
+        self._check_methods(len(trained))
         return self
 
     def _check_sources(self, names: list[str]) -> None:
@@ -318,7 +335,8 @@ class RunConfig(StrictModel):
                 raise ValueError(f"tasks.{t.name}: an auxiliary task cannot be critical")
         chosen = any(t.critical for t in self.tasks)
         for t in self.tasks:
-            t.critical = bool(t.critical) if chosen else t.critical is None and not t.auxiliary
+            plain = t.critical is None and not (t.auxiliary or t.held_out)
+            t.critical = bool(t.critical) if chosen else plain
 
     def _check_methods(self, n_tasks: int) -> None:
         from polytask.aggregation import AGGREGATORS
@@ -346,7 +364,9 @@ class RunConfig(StrictModel):
     def primary(self) -> str:
         """The task whose validation metric drives early stopping (default: the first
         non-auxiliary task)."""
-        return self.train.primary_task or next(t.name for t in self.tasks if not t.auxiliary)
+        return self.train.primary_task or next(
+            t.name for t in self.tasks if not (t.auxiliary or t.held_out)
+        )
 
     def task(self, name: str) -> TaskConfig:
         for t in self.tasks:
@@ -379,11 +399,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (``None``: the bundled demo), apply overrides, validate strictly."""
-    if path is None or str(path) == DEMO_CONFIG:
-        text = resources.files("polytask").joinpath("configs/demo.yaml").read_text("utf-8")
-        source, base = "demo.yaml", Path.cwd()
+    name = DEMO_CONFIG if path is None else str(path)
+    if name in PACKAGED_CONFIGS and not Path(name).exists():
+        text = resources.files("polytask").joinpath(f"configs/{name}.yaml").read_text("utf-8")
+        source, base = f"{name}.yaml", Path.cwd()
     else:
-        file = Path(path)
+        file = Path(name)
         if not file.is_file():
             raise ConfigError(f"config file not found: {file}")
         try:

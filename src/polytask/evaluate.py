@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import datasets
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from polytask.data.batching import collate, eval_batches
 from polytask.distributed import gather_objects
@@ -33,14 +34,22 @@ def predict_split(
     pad_id: int,
     device: torch.device,
     accelerator: Accelerator | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> tuple[list[Any], list[Any], float]:
-    """Predictions and references (in dataset order) and the mean loss of one task's split."""
+    """Predictions and references (in dataset order) and the mean loss of one task's split.
+
+    ``tokenizer`` is needed by task types that generate text (``instruction``).
+    """
     ttype = task_type(spec.type)
     n = len(dataset)
     preds: list[Any] = [None] * n
     refs: list[Any] = [None] * n
     loss_sum, loss_rows = 0.0, 0
     size = min(batch_size, ttype.eval_rows or batch_size)
+    # task types that generate or score text themselves (every example on every rank)
+    own = ttype.own_predictions(model, spec, dataset, size, tokenizer)
+    if own is not None and own.loss is not None:
+        return own.predictions, own.references, own.loss
     rank, world = (0, 1)
     if accelerator is not None:
         rank, world = accelerator.process_index, accelerator.num_processes
@@ -68,6 +77,8 @@ def predict_split(
     if world > 1:
         parts = gather_objects(accelerator, [(loss_sum, loss_rows)])
         loss_sum, loss_rows = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    if own is not None:
+        preds, refs = own.predictions, own.references
     return preds, refs, loss_sum / max(1, loss_rows)
 
 
@@ -80,6 +91,7 @@ def evaluate(
     device: torch.device,
     with_majority: bool = False,
     accelerator: Accelerator | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics (and loss) of every task on its given split; restores the model's mode after.
 
@@ -91,7 +103,7 @@ def evaluate(
     for name, dataset in splits.items():
         spec = specs[name]
         preds, refs, loss = predict_split(
-            model, spec, dataset, batch_size, pad_id, device, accelerator
+            model, spec, dataset, batch_size, pad_id, device, accelerator, tokenizer
         )
         metrics = task_type(spec.type).metrics(spec, preds, refs)
         metrics["loss"] = loss

@@ -44,6 +44,13 @@ def evaluate_run_with_report(
     size = batch_size or config.train.eval_batch_size
     predictor.model.reset_report()
     metrics = evaluate(
-        predictor.model, splits, specs, size, pad_id, torch.device("cpu"), with_majority=True
+        predictor.model,
+        splits,
+        specs,
+        size,
+        pad_id,
+        torch.device("cpu"),
+        with_majority=True,
+        tokenizer=predictor.tokenizer,
     )
     return metrics, predictor.model.report()

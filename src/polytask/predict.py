@@ -5,7 +5,8 @@ one forward, each task's rows one segment of the batch; a ``"*"`` job runs every
 reaches on the same rows (overlapping segments), so each architecture decides what that
 costs: one encoder pass for ``hard``, ``mmoe`` and ``switch``; one pass per task for the
 task-conditioned ones (``film``, ``task_embedding``, ``prefix``: the encoder itself depends
-on the task) and for ``soft`` (one encoder per task).
+on the task) and for ``soft`` (one encoder per task). Instruction tasks (``causal_lm``)
+generate their answers greedily: ``{"text": ...}``.
 
 The tokenizer is only ever called from the thread that calls :meth:`run` (fast tokenizers
 are not safe to share between threads): the server runs every batch in one worker thread.
@@ -27,6 +28,7 @@ from polytask.errors import InputError, RunDirError, UnknownTaskError
 from polytask.predict_inputs import ALL, WHAT, Form, check_inputs, check_list, star_form
 from polytask.registry import did_you_mean
 from polytask.tasks import TaskSpec, task_type
+from polytask.tasks.instruction import Instruction
 from polytask.tasks.tagging import Tagging
 
 
@@ -113,6 +115,18 @@ class Predictor:
         spec = self.spec(task)
         return "words" if spec.type == "tagging" else "pair" if spec.pair else "text"
 
+    @torch.inference_mode()
+    def generated(self, task: str, inputs: list[Any], batch_size: int = 16) -> list[dict[str, Any]]:
+        """An instruction task's answers: ``{"text": ...}``, generated greedily."""
+        spec = self.specs[task]
+        ttype = task_type(spec.type)
+        assert isinstance(ttype, Instruction)
+        length = self.task_lengths.get(task, self.max_length)
+        rows = ttype.prompt_rows(spec, self.tokenizer, [str(x) for x in inputs], length)
+        self.forwards += 1
+        texts = ttype.answer(self.model, spec, rows, batch_size, self.tokenizer, "generate")
+        return [{"text": text} for text in texts]
+
     def star_tasks(self, form: Form) -> list[str]:
         """The tasks a ``"*"`` request of texts (or of pairs) reaches."""
         pairs = form == "pair"
@@ -173,9 +187,15 @@ class Predictor:
         by_task: dict[str, list[Any]] = {}
         for job in jobs:
             by_task.setdefault(job.task, []).extend(job.inputs)
-        encoded = {task: self._encode(self.specs[task], rows) for task, rows in by_task.items()}
-        logits = self._forward([([t], e) for t, e in encoded.items()])
-        decoded = {t: self._decode(self.specs[t], logits[t], e) for t, e in encoded.items()}
+        decoded = {t: self.generated(t, rows) for t, rows in by_task.items() if self._generates(t)}
+        encoded = {
+            task: self._encode(self.specs[task], rows)
+            for task, rows in by_task.items()
+            if task not in decoded
+        }
+        if encoded:
+            logits = self._forward([([t], e) for t, e in encoded.items()])
+            decoded |= {t: self._decode(self.specs[t], logits[t], e) for t, e in encoded.items()}
         out = []
         for job in jobs:  # jobs of a task take its rows in order
             rows = decoded[job.task]
@@ -185,18 +205,23 @@ class Predictor:
 
     def _run_star(self, tasks: list[str], inputs: list[Any]) -> list[dict[str, Any]]:
         """Every task in ``tasks`` on the same rows: tasks whose tokenization of the inputs
-        is identical read the same rows of one forward."""
-        encoded = {task: self._encode(self.specs[task], inputs) for task in tasks}
+        is identical read the same rows of one forward; instruction tasks generate."""
+        decoded = {t: self.generated(t, inputs) for t in tasks if self._generates(t)}
+        encoded = {t: self._encode(self.specs[t], inputs) for t in tasks if t not in decoded}
         groups: list[list[str]] = []
-        for task in tasks:
+        for task in encoded:
             same = next((g for g in groups if encoded[g[0]].same_rows(encoded[task])), None)
             if same is None:
                 groups.append([task])
             else:
                 same.append(task)
-        logits = self._forward([(group, encoded[group[0]]) for group in groups])
-        decoded = {t: self._decode(self.specs[t], logits[t], encoded[t]) for t in tasks}
+        if groups:
+            logits = self._forward([(group, encoded[group[0]]) for group in groups])
+            decoded |= {t: self._decode(self.specs[t], logits[t], encoded[t]) for t in encoded}
         return [{t: decoded[t][i] for t in tasks} for i in range(len(inputs))]
+
+    def _generates(self, task: str) -> bool:
+        return isinstance(task_type(self.specs[task].type), Instruction)
 
     def _encode(self, spec: TaskSpec, inputs: list[Any]) -> _Encoded:
         """Token ids per input, unpadded (``_forward`` pads each chunk of similar lengths)."""

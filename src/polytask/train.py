@@ -13,6 +13,7 @@ from accelerate.utils import set_seed
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedTokenizerBase
 
+from polytask import checkpoint as ckpt
 from polytask.config import RunConfig, dump_config
 from polytask.data.batching import TaskStream, collate
 from polytask.data.loading import TaskData, load_task_data
@@ -26,14 +27,13 @@ from polytask.distributed import (
 )
 from polytask.errors import ConfigError
 from polytask.models import ARCHITECTURES, MultiTaskModel
-from polytask.models.encoder import load_encoder
 from polytask.objective import Objective, build_objective
 from polytask.optim import WarmupLinearDecay, build_optimizer
 from polytask.params import count_parameters
 from polytask.progress import TrainProgress
 from polytask.runlog import MetricsLog, truncate_after
 from polytask.tasks import TaskSpec
-from polytask.trainend import evaluate_and_keep_best, finish
+from polytask.trainend import BEST, evaluate_and_keep_best, finish
 from polytask.trainstate import (
     Resumable,
     TrainState,
@@ -72,7 +72,8 @@ class Setup:
 def build(config: RunConfig) -> Setup:
     """Load encoder, tokenizer and every task's data; build the model. Raises on bad input."""
     set_seed(config.seed)
-    encoder, tokenizer = load_encoder(config.encoder.name)
+    arch = config.architecture
+    encoder, tokenizer = ARCHITECTURES.get(arch.name).load_pretrained(config.encoder.name)
     by_name = {t.name: t for t in config.tasks}
     data = {
         t.name: load_task_data(
@@ -80,7 +81,6 @@ def build(config: RunConfig) -> Setup:
         )
         for t in config.tasks
     }
-    arch = config.architecture
     try:
         model = ARCHITECTURES.get(arch.name)(
             encoder,
@@ -92,7 +92,7 @@ def build(config: RunConfig) -> Setup:
         )
     except ValueError as exc:  # an argument that does not fit this encoder or these tasks
         raise ConfigError(f"architecture: {arch.name}: {exc}") from None
-    specs = [d.spec for d in data.values()]
+    specs = [d.spec for d in data.values() if not d.spec.held_out]  # held-out: evaluated only
     objective = build_objective(
         [s.name for s in specs],
         {s.name: s.weight for s in specs},
@@ -153,7 +153,8 @@ def train(
     )
     if rank > 0:  # its own dropout masks; rank 0 keeps the stream of a 1-process run
         set_seed(config.seed, device_specific=True)
-    specs, names = setup.specs, list(setup.specs)
+    specs = setup.specs
+    names = [n for n, s in specs.items() if not s.held_out]  # the tasks the sampler picks
     optimizer, scheduler = build_optimization(setup)
     set_engine_batch(accelerator, tc.batch_size)
     model, optimizer, scheduler = accelerator.prepare(setup.model, optimizer, scheduler)
@@ -186,7 +187,8 @@ def train(
     if resume_from is not None:
         state = load_checkpoint(resume_from, live, rank)
         if state.best is not None:  # the end of the run reloads the best model: check it now
-            ckpt.check_weights(run_dir / BEST / ckpt.MODEL_FILE)
+            for weights in setup.model.saved_weight_files(run_dir / BEST):
+                ckpt.check_weights(weights)
         if main:
             truncate_after(run_dir / "metrics.jsonl", state.step)
     elif main:
@@ -227,7 +229,7 @@ def train(
             log.close()
             raise TrainingError(problem)
         if state.step % tc.eval_every == 0 or state.step == tc.max_steps:
-            val = {n: setup.data[n].splits["validation"] for n in names}
+            val = {n: setup.data[n].splits["validation"] for n in specs}
             if evaluate_and_keep_best(
                 setup, live.model, val, state, log, run_dir, pad_id, accelerator, model
             ):

@@ -47,7 +47,14 @@ def evaluate_and_keep_best(
     from every rank (``accelerator.get_state_dict``, a collective) for the main process."""
     tc, specs = setup.config.train, setup.specs
     metrics = evaluate(
-        model, val, specs, tc.eval_batch_size, pad_id, accelerator.device, accelerator=accelerator
+        model,
+        val,
+        specs,
+        tc.eval_batch_size,
+        pad_id,
+        accelerator.device,
+        accelerator=accelerator,
+        tokenizer=setup.tokenizer,
     )
     primary = {n: metrics[n].get(primary_metric(specs[n]), 0.0) for n in specs}
     score = primary[setup.config.primary]
@@ -91,13 +98,11 @@ def finish(
     Every rank evaluates its share and gets the same metrics; the main process writes. With
     several processes the architecture's ``report.json`` (MoE routing) covers the main
     process's share of the test examples only."""
-    from safetensors.torch import load_model
-
     model = setup.model
     if needs_full_model(accelerator):  # sharded weights: evaluate a plain copy of the best
         model = ckpt.load_model_folder(run_dir / BEST)[0].to(accelerator.device)
     else:
-        load_model(model, str(run_dir / BEST / ckpt.MODEL_FILE))
+        model.load_weights(run_dir / BEST)
     tc, names = setup.config.train, list(setup.specs)
     tasks: dict[str, Any] = {}
     report: dict[str, Any] = {}
@@ -113,6 +118,7 @@ def finish(
             accelerator.device,
             with_majority=True,
             accelerator=accelerator,
+            tokenizer=setup.tokenizer,
         ).items():
             if split == "test" and "majority_accuracy" in m:
                 tasks.setdefault(n, {})["majority_accuracy"] = m.pop("majority_accuracy")

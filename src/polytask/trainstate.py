@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_model
 
 from polytask import checkpoint as ckpt
 from polytask.data.batching import TaskStream
@@ -84,7 +83,7 @@ def save_checkpoint(
     objective = {k: v.detach().cpu() for k, v in live.objective.state_dict().items()}
 
     def fill(tmp: Path) -> None:
-        save_model(live.model, str(tmp / ckpt.MODEL_FILE))
+        live.model.save_weights(tmp)
         ckpt.save_tensors(tmp / "optimizer.safetensors", tensors)
         ckpt.save_tensors(tmp / "rng.safetensors", rng)
         if objective:
@@ -112,7 +111,7 @@ def load_checkpoint(folder: Path, live: Resumable, rank: int = 0) -> TrainState:
         meta = json.loads(state_file.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"{folder}: unreadable trainer_state.json ({exc})") from None
-    ckpt.load_weights(live.model, folder / ckpt.MODEL_FILE)
+    live.model.load_weights(folder)
     try:
         return _restore(folder, live, meta, rank)
     except KeyError as exc:

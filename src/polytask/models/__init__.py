@@ -1,11 +1,12 @@
 """Architectures. Importing this package registers every built-in one in :data:`ARCHITECTURES`."""
 
-from polytask.models import film, hard, mmoe, prefix, soft, switch, task_embedding
+from polytask.models import causal_lm, film, hard, mmoe, prefix, soft, switch, task_embedding
 from polytask.models.base import ARCHITECTURES, MultiTaskModel
 
 __all__ = [
     "ARCHITECTURES",
     "MultiTaskModel",
+    "causal_lm",
     "film",
     "hard",
     "mmoe",

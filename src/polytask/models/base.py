@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors.torch import save_model
 from torch import nn
 
 from polytask.data.batching import Segment
+from polytask.errors import RunDirError
 from polytask.registry import Registry
 from polytask.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+WEIGHTS_FILE = "model.safetensors"
+ENCODER_DIR = "encoder"
 
 
 class MultiTaskModel(nn.Module, ABC):
@@ -79,6 +88,42 @@ class MultiTaskModel(nn.Module, ABC):
 
     def reset_report(self) -> None:
         """Start gathering :meth:`report` afresh (called before each evaluation)."""
+
+    @classmethod
+    def load_pretrained(cls, name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The pretrained backbone this architecture is built on, and its tokenizer.
+        Default: an encoder (``AutoModel``, see :func:`polytask.models.encoder.load_encoder`)."""
+        from polytask.models.encoder import load_encoder
+
+        return load_encoder(name)
+
+    @classmethod
+    def saved_backbone(cls, folder: Path, meta: dict[str, Any]) -> PreTrainedModel:
+        """The backbone to rebuild a saved model (``folder``, its ``polytask.json`` as
+        ``meta``) on before :meth:`load_weights`. Default: the saved encoder config with
+        random weights (every weight is in the saved file)."""
+        from polytask.models.encoder import encoder_from_config
+
+        return encoder_from_config(folder / ENCODER_DIR)
+
+    def save_weights(self, folder: Path) -> None:
+        """Write the weights :meth:`load_weights` restores. Default: every tensor of the
+        model in one ``model.safetensors`` (tied tensors once)."""
+        save_model(self, str(folder / WEIGHTS_FILE))
+
+    def load_weights(self, folder: Path) -> None:
+        """Load what :meth:`save_weights` wrote; :class:`RunDirError` when it does not fit."""
+        from polytask.checkpoint import load_weights  # checkpoint imports the models
+
+        weights = folder / WEIGHTS_FILE
+        if not weights.is_file():
+            raise RunDirError(f"{folder}: missing {WEIGHTS_FILE}")
+        load_weights(self, weights)
+
+    def saved_weight_files(self, folder: Path) -> list[Path]:
+        """The safetensors files :meth:`save_weights` writes into ``folder`` (checked whole
+        before a resumed run starts)."""
+        return [folder / WEIGHTS_FILE]
 
 
 ARCHITECTURES: Registry[type[MultiTaskModel]] = Registry("architecture")

@@ -67,8 +67,8 @@ class MaskedLMHead(nn.Module):
             "CausalLM" in a or "LMHeadModel" in a for a in (config.architectures or [])
         ):
             raise ConfigError(
-                "lm: causal LM for decoder models is not supported yet (planned: issue 8); "
-                "use an encoder with a masked-LM objective (BERT-like)"
+                "lm: masked LM needs an encoder (BERT-like); a causal LM trains with "
+                "instruction tasks and architecture causal_lm"
             )
         embeddings = encoder.get_input_embeddings()
         if not isinstance(embeddings, nn.Embedding):

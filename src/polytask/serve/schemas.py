@@ -60,7 +60,13 @@ class Tags(BaseModel):
     entities: list[Entity]
 
 
-Prediction = Label | Labels | Value | Tags
+class Generation(BaseModel):
+    """Instruction task: the answer the causal LM generated (greedy)."""
+
+    text: str
+
+
+Prediction = Label | Labels | Value | Tags | Generation
 
 
 class PredictResponse(BaseModel):

@@ -1,6 +1,6 @@
 """Task types. Importing this package registers every built-in type in :data:`TASK_TYPES`."""
 
-from polytask.tasks import classification, lm, regression, tagging
+from polytask.tasks import classification, instruction, lm, regression, tagging
 from polytask.tasks.base import IGNORE_INDEX, TASK_TYPES, TaskSpec, TaskType, task_type
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "TaskSpec",
     "TaskType",
     "classification",
+    "instruction",
     "lm",
     "regression",
     "tagging",

@@ -21,7 +21,8 @@ IGNORE_INDEX = -100
 Where = Callable[[int], str]  # row index -> "file, row N, column 'c'" for error messages
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from polytask.config import TaskConfig
 
@@ -41,6 +42,8 @@ class TaskSpec:
     auxiliary: bool = False
     critical: bool = True
     weight: float = 1.0
+    #: evaluated, never trained on (``held_out: true`` in the config)
+    held_out: bool = False
     #: type-specific settings fixed when the data is loaded (``lm``: mask token, vocabulary)
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -50,6 +53,16 @@ class TaskSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
         return cls(**data)
+
+
+@dataclass
+class OwnPredictions:
+    """What a task type's own evaluation pass found: predictions and references in dataset
+    order, and the split's mean loss when that pass measured it (else ``None``)."""
+
+    predictions: list[Any]
+    references: list[Any]
+    loss: float | None = None
 
 
 class TaskType(ABC):
@@ -119,6 +132,20 @@ class TaskType(ABC):
         the training stream that drew them, ``None`` in evaluation; whatever is random here
         must be a pure function of it and the rows (resuming replays it). Default: as is."""
         return rows
+
+    def own_predictions(
+        self,
+        model: Any,
+        spec: TaskSpec,
+        dataset: datasets.Dataset,
+        batch_size: int,
+        tokenizer: PreTrainedTokenizerBase | None,
+    ) -> OwnPredictions | None:
+        """Predictions and references of a split that need forwards of their own (an
+        instruction task scores its allowed answers or generates), or ``None``: they come
+        from the loss forward's logits (:meth:`predict_indices`). When the result carries
+        the loss, the loss forward is skipped. Default: ``None``."""
+        return None
 
     def build_head(
         self, spec: TaskSpec, encoder: PreTrainedModel, inner: int | None, dropout: float

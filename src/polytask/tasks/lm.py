@@ -5,8 +5,8 @@ of those 80 % become ``[MASK]``, 10 % a random token, 10 % stay; the loss is the
 cross-entropy of the original token at the picked positions. Masks are drawn per example
 from a generator seeded by ``(run seed, epoch, example)`` in training, so a resumed run
 draws the same masks, and by ``(example,)`` alone in evaluation, so every run (every
-weight of ``sweep-aux``) is scored on the same masks. Causal LM for decoder-only models is
-not here yet (planned with the instruction-tuning work, issue 8).
+weight of ``sweep-aux``) is scored on the same masks. Decoder-only models train with
+``instruction`` tasks (``architecture: causal_lm``), whose loss is next-token prediction.
 """
 
 from __future__ import annotations
@@ -84,11 +84,11 @@ class MaskedLM(TaskType):
 
     def bind_tokenizer(self, spec: TaskSpec, tokenizer: PreTrainedTokenizerBase) -> TaskSpec:
         """Record the mask token and vocabulary size; a tokenizer without a mask token
-        belongs to a decoder (causal LM: not supported yet)."""
+        belongs to a decoder (use ``instruction`` tasks with a causal LM)."""
         if tokenizer.mask_token_id is None:
             raise ConfigError(
                 f"tasks.{spec.name}: masked LM needs an encoder whose tokenizer has a mask "
-                "token; causal LM for decoder models is not supported yet (planned: issue 8)"
+                "token; for a decoder (causal LM) use instruction tasks with architecture causal_lm"
             )
         spec.options = {"mask_token_id": int(tokenizer.mask_token_id), "vocab_size": len(tokenizer)}
         return spec

@@ -1,0 +1,88 @@
+"""Instruction data: a task's labelled rows turned into tokenized (prompt, answer) examples.
+
+The rows come from the task's own files or a bundled dataset (the same readers as every
+task); ``instruction.answer`` says how a row's label becomes the answer text. Each example
+keeps ``input_ids`` (prompt + answer), ``target`` (the answer's ids, ``-100`` on the prompt),
+``prompt_length`` (where generation starts) and ``answer`` (the reference text).
+"""
+
+from __future__ import annotations
+
+import datasets
+from transformers import PreTrainedTokenizerBase
+
+from polytask.config import TaskConfig
+from polytask.data.loading import TaskData, _split_paths, read_split
+from polytask.data.prompts import ExampleEncoder, as_text, make_answer
+from polytask.errors import DataError
+from polytask.tasks import TaskSpec, task_type
+from polytask.tasks.instruction import Instruction
+
+SPLITS = ("train", "validation", "test")
+
+
+def load_instruction_data(
+    config: TaskConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    seed: int,
+    spec: TaskSpec | None = None,
+    only: tuple[str, ...] | None = None,
+) -> TaskData:
+    """Read, turn into (prompt, answer) pairs and tokenize an ``instruction`` task's splits.
+
+    ``spec`` (from a saved model) replaces fitting the answer set on the training split;
+    ``only`` restricts which splits are read.
+    """
+    ttype = task_type(config.type)
+    assert isinstance(ttype, Instruction) and config.instruction is not None
+    ins = config.instruction
+    cols = config.columns
+    paths = _split_paths(config)
+    wanted = only or tuple(s for s in SPLITS if s in paths)
+    missing = [s for s in (*wanted, *(() if spec else ("train",))) if s not in paths]
+    if missing:
+        raise DataError(f"task '{config.name}' has no {missing[0]} split")
+    raw: dict[str, datasets.Dataset] = {}
+    for split in dict.fromkeys((*wanted, *(() if spec else ("train",)))):
+        path, fmt, encoding = paths[split]
+        ds = read_split(path, fmt, encoding, (cols.text, cols.label), split)
+        for column in (cols.text, cols.label):
+            if column not in ds.column_names:
+                raise DataError(
+                    f"{path}: missing column '{column}' (has: {', '.join(ds.column_names)})"
+                )
+        if len(ds) == 0:
+            raise DataError(f"{path}: the {split} split is empty")
+        raw[split] = ds.select_columns([cols.text, cols.label])
+    if spec is None:
+        path = paths["train"][0]
+        spec = ttype.fit_spec(config, raw["train"][cols.label], lambda i: str(path))
+    spec = ttype.bind_tokenizer(spec, tokenizer)
+    encode = ExampleEncoder(tokenizer, ins, max_length)
+    splits: dict[str, datasets.Dataset] = {}
+    for split in wanted:
+        ds = raw[split]
+        limit = getattr(config.data, f"max_{split}_examples")
+        if limit and len(ds) > limit:
+            ds = ds.shuffle(seed=seed).select(range(limit))
+        path = paths[split][0]
+        columns: dict[str, list[object]] = {
+            "input_ids": [],
+            "target": [],
+            "prompt_length": [],
+            "answer": [],
+            "length": [],
+        }
+        for row, (text, label) in enumerate(zip(ds[cols.text], ds[cols.label], strict=True)):
+            answer = make_answer(ins, text, label)
+            where = f"{path}, row {row + 1}, column '{cols.label}'"
+            ttype.encode(spec, answer, row, lambda i, w=where: w)  # type: ignore[misc]
+            ids, target, prompt_length = encode(as_text(text), answer)
+            columns["input_ids"].append(ids)
+            columns["target"].append(target)
+            columns["prompt_length"].append(prompt_length)
+            columns["answer"].append(answer or "")
+            columns["length"].append(len(ids))
+        splits[split] = datasets.Dataset.from_dict(columns)
+    return TaskData(spec=spec, splits=splits)
