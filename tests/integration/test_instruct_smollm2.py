@@ -32,7 +32,7 @@ def _ready() -> bool:
 def test_lora_instruction_run_saves_and_reloads(tmp_path: Path) -> None:
     from polytask.checkpoint import load_model_folder
     from polytask.predict import Predictor
-    from polytask.train import build, train
+    from polytask.train import train
 
     raw = load_config("instruct").model_dump(mode="json")
     raw["tasks"] = [t for t in raw["tasks"] if t["name"] in ("sentiment", "tweet_is_negative")]
@@ -49,16 +49,16 @@ def test_lora_instruction_run_saves_and_reloads(tmp_path: Path) -> None:
     adapter = tmp_path / "run" / "model" / "adapter" / "adapter_model.safetensors"
     assert adapter.is_file() and adapter.stat().st_size < 10_000_000  # not the 135M weights
 
-    # the saved adapter, reloaded on the base model, gives the trained model's outputs
+    # the saved adapter, reloaded twice on the base model, gives the same outputs, and it is
+    # not the identity (LoRA's B starts at zero: two steps moved it)
     reloaded, tokenizer, _ = load_model_folder(tmp_path / "run" / "model")
-    again, _, _ = load_model_folder(tmp_path / "run" / "model")
-    base = build(config).model.eval()
+    predictor = Predictor(tmp_path / "run")
     ids = torch.tensor([tokenizer("What is the sentiment of this tweet?")["input_ids"]])
     with torch.no_grad():
         a = reloaded.decoder(input_ids=ids).logits
-        b = again.decoder(input_ids=ids).logits
-        untuned = base.decoder(input_ids=ids).logits
+        b = predictor.model.decoder(input_ids=ids).logits  # type: ignore[attr-defined]
     assert float((a - b).abs().max()) < 1e-5
-    assert float((a - untuned).abs().max()) > 1e-4  # the adapter is not the identity
-    answers = Predictor(tmp_path / "run").predict("sentiment", ["what a lovely day"])
+    lora_b = [p for n, p in reloaded.named_parameters() if "lora_B" in n]
+    assert lora_b and max(float(p.abs().max()) for p in lora_b) > 0
+    answers = predictor.predict("sentiment", ["what a lovely day"])
     assert isinstance(answers[0]["text"], str) and answers[0]["text"]
