@@ -210,7 +210,9 @@ def throughput() -> str:
             "",
             f"fp32 against bf16 autocast (`train.mixed_precision: bf16`) on the same CPU, which "
             f"{native} native bf16: {precision['config']}, one run per precision in its own "
-            "process; examples/s over the training steps after two warm-up steps:",
+            "process, fp32 first; examples/s over the training steps after two warm-up steps"
+            + _load_note(precision)
+            + ":",
             "",
             "| precision | examples/s | s / step | ratio | "
             + " | ".join(f"{t} test {rows[0]['primary_metric'][t]}" for t in tasks)
@@ -224,6 +226,15 @@ def throughput() -> str:
                 f"{r['ratio']:.2f}× | " + " | ".join(cells) + " |"
             )
     return "\n".join(lines)
+
+
+def _load_note(part: dict[str, Any]) -> str:
+    """The clause saying how loaded the machine was, or nothing when not recorded."""
+    before, after = part.get("load_average_before"), part.get("load_average_after")
+    if not before:
+        return ""
+    span = f"{before[0]:.1f}" + (f" before, {after[0]:.1f} after" if after else "")
+    return f", measured while other jobs shared the 2 cores (1-minute load average {span})"
 
 
 TABLES = {

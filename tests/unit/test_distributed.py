@@ -7,7 +7,7 @@ batch 8 per task) trains once in this process and once as 2 gloo processes launc
 Tolerance on the final weights: ``TOL`` = 1e-5 (absolute). The two runs differ only in
 float summation order: rank-local sums over 4 rows, then an average over 2 ranks, against
 one sum over 8 rows — about 1e-7 relative on every gradient. Measured max abs difference
-over 8 AdamW steps at lr 1e-3: about 2e-7 (equal and pcgrad). A real error is four orders
+over 8 AdamW steps at lr 1e-3: 0.8e-7 to 2.1e-7 (equal and pcgrad). A real error is four orders
 of magnitude larger: without the rescaling of each rank's tagging loss (its token count
 differs per rank) the weights differ by 1.3e-3; with the LR scheduler stepping once per
 process (Accelerate's default without ``split_batches``), by 2.0e-3.
