@@ -1,4 +1,5 @@
-"""The only module that runs backward passes or writes ``.grad``.
+"""The only module (with its helper :mod:`polytask.autograd_passes`) that runs backward
+passes or writes ``.grad``.
 
 Loss weightings and gradient aggregators (pure maths) never call autograd themselves; the
 training loop hands the per-task losses here. Two entry points:
@@ -53,15 +54,20 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
 
-from polytask.autograd_dist import all_reduce_grads, all_reduce_pieces, world_size
+from polytask.autograd_dist import all_reduce_pieces, world_size
 from polytask.autograd_hooks import (
     SUPPORTED,
-    Piece,
     SegmentCapture,
     overlapping,
     task_rows,
     unsupported_modules,
     use_counts,
+)
+from polytask.autograd_passes import (
+    accumulate,
+    owner_of,
+    per_task_passes,
+    write_grads,
 )
 from polytask.gramian import gramian_of, gramian_to_cosine
 
@@ -141,7 +147,7 @@ class PerTaskGradients:
         ]
         self._representation = representation
         if single_input == "representation" and representation is None and self.shared:
-            self._representation = _owner_of(model, set(self._by_id))
+            self._representation = owner_of(model, set(self._by_id))
         self._step: _Step | None = None
         if not self.shared:
             warnings.warn(
@@ -239,7 +245,7 @@ class PerTaskGradients:
         elif step.capture is not None:  # single-input, hooked: T activation-gradient passes
             pieces, head_grads = step.capture.run_each(weighted, heads)
         else:
-            pieces, head_grads = _per_task_passes([p for _, p in self.shared], weighted, heads)
+            pieces, head_grads = per_task_passes([p for _, p in self.shared], weighted, heads)
         shared = [p for _, p in self.shared]
         if world_size() > 1:
             all_reduce_pieces(pieces, shared, len(tasks))
@@ -247,8 +253,8 @@ class PerTaskGradients:
         c = _coefficients(combine, gramian)
         for p in shared:
             if id(p) in pieces:
-                _accumulate(p, pieces[id(p)].combine(c, p.shape))
-        _write(heads, head_grads)
+                accumulate(p, pieces[id(p)].combine(c, p.shape))
+        write_grads(heads, head_grads)
         kept = None
         if keep_task_grads:
             kept = {n: pieces[id(p)].full(p.shape) for n, p in self.shared if id(p) in pieces}
@@ -311,7 +317,7 @@ class PerTaskGradients:
         grads: list[Tensor | None] = list(
             torch.autograd.grad(z, shared, grad_outputs=cotangent, allow_unused=True)
         )
-        _write([shared, *heads], [grads, *head_grads])
+        write_grads([shared, *heads], [grads, *head_grads])
         kept = {"representation": Z} if keep else None
         return _stats(tasks, gramian * unscale, c, "representation", kept)
 
@@ -325,33 +331,12 @@ def _unshared_step(
     inputs = [p for ps in heads for p in ps]
     grads = torch.autograd.grad(torch.stack(weighted).sum(), inputs, allow_unused=True)
     sizes = [0, *itertools.accumulate(len(ps) for ps in heads)]
-    _write(heads, [list(grads[a:b]) for a, b in itertools.pairwise(sizes)])
+    write_grads(heads, [list(grads[a:b]) for a, b in itertools.pairwise(sizes)])
     T = len(tasks)
     gramian = torch.zeros(T, T, dtype=torch.float64)
     return _stats(
         tasks, gramian, torch.ones(T, dtype=torch.float64), "unshared", {} if keep else None
     )
-
-
-def _per_task_passes(
-    shared: list[nn.Parameter], weighted: list[Tensor], heads: list[list[nn.Parameter]]
-) -> tuple[dict[int, Piece], list[list[Tensor | None]]]:
-    """Exact: one ``autograd.grad`` per task over the same graph (same dropout masks)."""
-    T = len(weighted)
-    pieces: dict[int, Piece] = {}
-    head_grads: list[list[Tensor | None]] = []
-    for t, (loss, ps) in enumerate(zip(weighted, heads, strict=True)):
-        grads = torch.autograd.grad(loss, [*shared, *ps], retain_graph=t < T - 1, allow_unused=True)
-        for p, g in zip(shared, grads, strict=False):
-            if g is not None:
-                if id(p) not in pieces:  # rows of earlier tasks are zero, later ones filled
-                    pieces[id(p)] = Piece(p.new_empty(T, *p.shape))
-                    pieces[id(p)].values[:t] = 0
-                pieces[id(p)].values[t] = g.to_dense() if g.is_sparse else g
-            elif id(p) in pieces:
-                pieces[id(p)].values[t] = 0
-        head_grads.append(list(grads[len(shared) :]))
-    return pieces, head_grads
 
 
 def _coefficients(combine: Combine, gramian: Tensor) -> Tensor:
@@ -370,37 +355,3 @@ def _stats(
 ) -> GradStats:
     norms = gramian.diagonal().clamp(min=0).sqrt()
     return GradStats(tasks, gramian, c, norms, gramian_to_cosine(gramian), method, kept)
-
-
-def average_grads(params: Sequence[nn.Parameter]) -> None:
-    """Average ``.grad`` over ranks in place (parameters outside the DDP-wrapped model, such
-    as learned loss weights); nothing on one process."""
-    params = list(params)
-    if world_size() == 1 or not params:
-        return
-    for p, g in zip(params, all_reduce_grads(params, [p.grad for p in params]), strict=True):
-        p.grad = None if g is None else g.detach().to(p.dtype)
-
-
-def _write(params: list[list[nn.Parameter]], grads: list[list[Tensor | None]]) -> None:
-    """Accumulate plain gradients (averaged over ranks first when distributed)."""
-    for ps, gs in zip(params, grads, strict=True):
-        for p, g in zip(ps, all_reduce_grads(ps, gs) if world_size() > 1 else gs, strict=True):
-            if g is not None:
-                _accumulate(p, g)
-
-
-def _accumulate(p: nn.Parameter, g: Tensor) -> None:
-    g = g.detach().to(p.dtype)
-    if p.grad is None:
-        p.grad = g if g.is_contiguous() else g.contiguous()
-    else:
-        p.grad.add_(g)
-
-
-def _owner_of(model: nn.Module, shared: set[int]) -> nn.Module:
-    """The outermost module whose parameters are exactly the shared ones."""
-    for module in model.modules():
-        if {id(p) for p in module.parameters() if p.requires_grad} == shared:
-            return module
-    raise ValueError("no module owns exactly the shared parameters; pass `representation=`")

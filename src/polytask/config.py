@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from polytask.data.prompts import InstructionConfig
+from polytask.config_tasks import TaskConfig
 from polytask.errors import ConfigError
 from polytask.overrides import parse_overrides, set_path
 from polytask.registry import did_you_mean
@@ -33,123 +33,6 @@ DEMO_CONFIG = "demo"
 PACKAGED_CONFIGS = ("demo", "instruct", "diversity_single", "diversity_mixed")
 #: weightings that work when a step holds only some tasks (no per-task history or coupling)
 SUBSET_WEIGHTINGS = ("equal", "static", "uncertainty")
-
-
-class Columns(StrictModel):
-    """Which columns of the data files hold the text(s) and the label."""
-
-    text: str = "text"
-    text_pair: str | None = None
-    label: str = "label"
-
-
-class DataConfig(StrictModel):
-    """Where a task's examples come from.
-
-    Either ``bundled`` (a dataset that ships with polytask, see ``polytask data list``) or
-    file paths per split: CSV, JSON lines, Parquet, or a ``datasets`` saved directory.
-    Relative paths are resolved against the config file's folder. An ``lm`` task may also
-    (or only) take its texts from other tasks of the run: ``from_tasks: [a, b]`` reads each
-    split's texts of those tasks (their text column, their subsets).
-    """
-
-    bundled: str | None = None
-    from_tasks: list[str] | None = None
-    train: str | None = None
-    validation: str | None = None
-    test: str | None = None
-    format: Literal["auto", "csv", "json", "parquet", "saved", "conll"] = "auto"
-    encoding: str = "utf-8"
-    max_train_examples: int | None = Field(default=None, gt=0)
-    max_validation_examples: int | None = Field(default=None, gt=0)
-    max_test_examples: int | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DataConfig:
-        files = [self.train, self.validation, self.test]
-        if self.from_tasks is not None:
-            if not self.from_tasks:
-                raise ValueError("'from_tasks' is empty: name at least one task")
-            if len(set(self.from_tasks)) != len(self.from_tasks):
-                raise ValueError("'from_tasks' has duplicates")
-        elif self.bundled is None and (self.train is None or self.validation is None):
-            raise ValueError("give either 'bundled' or both 'train' and 'validation' files")
-        if self.bundled is not None and any(f is not None for f in files):
-            raise ValueError("'bundled' and file paths are exclusive: give one or the other")
-        return self
-
-
-#: loss weight of an auxiliary task when its config gives none (SPEC §2: LM auxiliary 0.1)
-AUXILIARY_WEIGHT = 0.1
-
-
-class TaskConfig(StrictModel):
-    """One task: its type, data, columns, labels and loss weight.
-
-    ``auxiliary: true`` marks a task that is trained and evaluated but never served
-    (``predict`` and the server refuse it) and never drives early stopping. ``lm`` tasks
-    are always auxiliary. ``weight`` defaults to 1.0, and to :data:`AUXILIARY_WEIGHT`
-    (0.1) for an auxiliary task; the resolved value is written to the run's config.yaml.
-    ``critical`` marks the tasks ``polytask compare`` judges its verdict on: when any task
-    says ``critical: true``, exactly those; otherwise every served task not marked
-    ``critical: false``. Resolved at load (auxiliary and held-out tasks are not critical
-    unless they say so).
-    ``held_out: true`` marks a task that is evaluated but never trained on (the sampler
-    never picks it): generalisation to an unseen task. ``instruction`` (required by, and
-    only for, ``instruction`` tasks) holds the prompt template and how labels become answers.
-    """
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-    type: str
-    data: DataConfig
-    columns: Columns = Field(default_factory=Columns)
-    labels: list[str] | None = None
-    multi_label: bool = False
-    label_separator: str = "|"
-    weight: float = Field(default=1.0, ge=0.0)
-    critical: bool | None = None
-    auxiliary: bool = False
-    max_length: int | None = Field(default=None, ge=8)
-    held_out: bool = False
-    instruction: InstructionConfig | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any) -> Any:
-        """``lm`` tasks are auxiliary; an auxiliary task's weight defaults to 0.1."""
-        if isinstance(data, dict):
-            data = dict(data)
-            if data.get("type") == "lm" and "auxiliary" not in data:
-                data["auxiliary"] = True
-            if "weight" not in data and data.get("auxiliary") is True:
-                data["weight"] = AUXILIARY_WEIGHT
-        return data
-
-    @model_validator(mode="after")
-    def _check_type(self) -> TaskConfig:
-        from polytask.tasks import TASK_TYPES
-
-        if self.type not in TASK_TYPES:
-            names = TASK_TYPES.names()
-            raise ValueError(
-                f"unknown task type '{self.type}'{did_you_mean(self.type, names)}; "
-                f"choose one of: {', '.join(names)}"
-            )
-        if self.multi_label and self.type != "classification":
-            raise ValueError("'multi_label' only applies to classification tasks")
-        if self.labels is not None and len(set(self.labels)) != len(self.labels):
-            raise ValueError("'labels' has duplicates")
-        if self.type == "lm" and not self.auxiliary:
-            raise ValueError(
-                "lm tasks are auxiliary (they have nothing to serve): drop 'auxiliary'"
-            )
-        if self.data.from_tasks is not None and self.type != "lm":
-            raise ValueError("'data.from_tasks' only applies to lm tasks")
-        if (self.instruction is None) == (self.type == "instruction"):
-            raise ValueError("'instruction' is required by, and only for, instruction tasks")
-        if self.held_out and self.auxiliary:
-            raise ValueError("a held-out task is evaluated only: it cannot be auxiliary")
-        return self
 
 
 class EncoderConfig(StrictModel):

@@ -17,6 +17,7 @@ from torch import nn
 from polytask import autograd
 from polytask.aggregation import AGGREGATORS, Aggregator
 from polytask.autograd import PerTaskGradients
+from polytask.autograd_passes import average_grads
 from polytask.data.batching import Segment
 from polytask.methods import build
 from polytask.models import MultiTaskModel
@@ -125,7 +126,7 @@ class Objective(nn.Module):
             log = self._backward(accelerator, losses, extra, engine, seen)
         if extra:
             log["regularization"] = {k: round(float(v.detach()), 6) for k, v in extra.items()}
-        autograd.average_grads([p for p in self.parameters() if p.grad is not None])
+        average_grads([p for p in self.parameters() if p.grad is not None])
         return log
 
     def _backward(

@@ -201,7 +201,7 @@ def test_single_input_exact_equals_autograd(dropout: bool, monkeypatch: Any) -> 
     def unhooked(*args: Any) -> None:
         raise AssertionError("the plain per-task passes ran instead of the hooked ones")
 
-    monkeypatch.setattr(polytask.autograd, "_per_task_passes", unhooked)
+    monkeypatch.setattr(polytask.autograd, "per_task_passes", unhooked)
     model = tiny_bert_model(3)
     model.train(dropout)
     engine = PerTaskGradients(model)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from polytask.config import AUXILIARY_WEIGHT, config_from_dict
+from polytask.config import config_from_dict
+from polytask.config_tasks import AUXILIARY_WEIGHT
 from polytask.data.batching import Segment, TaskStream, collate
 from polytask.errors import ConfigError, PolytaskError
 from polytask.models.heads import build_head
