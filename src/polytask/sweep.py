@@ -189,7 +189,7 @@ def sweep_aux(
         run = folder / run_name(weight)
         finals.append(train(cfg, run, overwrite=overwrite, show_progress=show_progress))
     primary = config.task(config.primary)
-    higher = task_type(primary.type).higher_is_better(task_type(primary.type).primary_metric)
+    higher = task_type(primary.type).higher_is_better(finals[0]["primary_metric"][primary.name])
     summary = summarize(finals, weights, name, tolerance, higher)
     summary["runs"] = {f"{w:g}": run_name(w) for w in weights}
     write_json(folder / "sweep_aux.json", summary)

@@ -27,7 +27,7 @@ BEST = "model"
 
 
 def primary_metric(spec: TaskSpec) -> str:
-    return task_type(spec.type).primary_metric
+    return task_type(spec.type).primary(spec)
 
 
 def evaluate_and_keep_best(

@@ -13,7 +13,7 @@ from polytask.checkpoint import load_model_folder, save_model_folder
 from polytask.config import config_from_dict
 from polytask.data.prompts import InstructionConfig, answer_ids, make_answer
 from polytask.errors import ConfigError
-from polytask.tasks import IGNORE_INDEX
+from polytask.tasks import IGNORE_INDEX, task_type
 from polytask.train import build
 from tests.conftest import sentiment_rows, tagging_rows, write_jsonl
 
@@ -148,6 +148,34 @@ def test_config_errors(tiny_decoder: Path, instruction_files: Any) -> None:
     raw = instruct_config(tiny_decoder, instruction_files)
     raw["train"]["primary_task"] = "where"
     with pytest.raises(ConfigError, match="held out"):
+        config_from_dict(raw)
+
+
+def test_max_none_share_caps_none_answers_in_training_only(
+    tiny_decoder: Path, instruction_files: Any
+) -> None:
+    raw = instruct_config(tiny_decoder, instruction_files)
+    natural = build(config_from_dict(raw)).data["ents"]
+    raw["tasks"][1]["instruction"]["max_none_share"] = 0.25
+    capped = build(config_from_dict(raw)).data["ents"]
+
+    def counts(ds: Any) -> tuple[int, int]:
+        answers = list(ds["answer"])
+        return sum(a == "none" for a in answers), sum(a != "none" for a in answers)
+
+    none, some = counts(natural.splits["train"])
+    assert none > some // 3 > 0  # the fixture has more 'none' rows than the cap allows
+    kept_none, kept_some = counts(capped.splits["train"])
+    assert kept_some == some  # every text with an entity stays
+    assert kept_none == int(0.25 * some / 0.75)
+    assert counts(capped.splits["validation"]) == counts(natural.splits["validation"])
+    # entity answers are ranked by entity F1 (exact match rewards answering 'none')
+    assert task_type("instruction").primary(capped.spec) == "entity_f1"
+    assert task_type("instruction").primary(build(config_from_dict(raw)).data["sent"].spec) == (
+        "accuracy"
+    )
+    raw["tasks"][0]["instruction"]["max_none_share"] = 0.5
+    with pytest.raises(ConfigError, match="max_none_share only applies"):
         config_from_dict(raw)
 
 

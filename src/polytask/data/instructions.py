@@ -9,11 +9,12 @@ keeps ``input_ids`` (prompt + answer), ``target`` (the answer's ids, ``-100`` on
 from __future__ import annotations
 
 import datasets
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from polytask.config import TaskConfig
 from polytask.data.loading import TaskData, _split_paths, read_split
-from polytask.data.prompts import ExampleEncoder, as_text, make_answer
+from polytask.data.prompts import NONE_ANSWER, ExampleEncoder, as_text, make_answer
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.instruction import Instruction
@@ -63,6 +64,8 @@ def load_instruction_data(
     splits: dict[str, datasets.Dataset] = {}
     for split in wanted:
         ds = raw[split]
+        if split == "train" and ins.max_none_share is not None:
+            ds = _cap_none(ds, config, seed)
         limit = getattr(config.data, f"max_{split}_examples")
         if limit and len(ds) > limit:
             ds = ds.shuffle(seed=seed).select(range(limit))
@@ -86,3 +89,20 @@ def load_instruction_data(
             columns["length"].append(len(ids))
         splits[split] = datasets.Dataset.from_dict(columns)
     return TaskData(spec=spec, splits=splits)
+
+
+def _cap_none(ds: datasets.Dataset, config: TaskConfig, seed: int) -> datasets.Dataset:
+    """The rows left when texts answering ``none`` may be at most ``max_none_share`` of them
+    (a seeded sample of those rows is kept; every row with an entity stays)."""
+    ins, cols = config.instruction, config.columns
+    assert ins is not None and ins.max_none_share is not None
+    answers = [make_answer(ins, t, y) for t, y in zip(ds[cols.text], ds[cols.label], strict=True)]
+    none = [i for i, a in enumerate(answers) if a == NONE_ANSWER]
+    some = [i for i, a in enumerate(answers) if a is not None and a != NONE_ANSWER]
+    share = ins.max_none_share
+    allowed = int(share * len(some) / (1.0 - share))
+    if len(none) <= allowed:
+        return ds
+    order = torch.randperm(len(none), generator=torch.Generator().manual_seed(seed)).tolist()
+    kept = sorted(some + [none[k] for k in order[:allowed]])
+    return ds.select(kept)

@@ -32,6 +32,10 @@ class InstructionConfig(StrictModel):
     every allowed answer's log-likelihood and picks the best (default for ``label`` and
     ``mentions``), ``generate`` decodes greedily and compares the text (default for
     ``entities``). The token-level loss on the answers is always reported.
+    ``max_none_share`` (``entities`` only): at most this share of the *training* examples
+    answer ``none``; the surplus of texts without an entity is dropped (seeded) before
+    ``max_train_examples`` applies, so a rare-entity dataset does not teach the model to
+    answer ``none`` to everything. Validation and test keep their natural mix.
     """
 
     template: str = Field(min_length=1)
@@ -41,6 +45,7 @@ class InstructionConfig(StrictModel):
     evaluate: Literal["choices", "generate"] | None = None
     max_new_tokens: int = Field(default=32, ge=1, le=512)
     system: str | None = None
+    max_none_share: float | None = Field(default=None, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> InstructionConfig:
@@ -50,6 +55,8 @@ class InstructionConfig(StrictModel):
             raise ValueError("instruction.answer 'mentions' needs 'entity_types'")
         if self.answer == "entities" and self.evaluate == "choices":
             raise ValueError("entity lists are open-ended: use evaluate 'generate'")
+        if self.max_none_share is not None and self.answer != "entities":
+            raise ValueError("instruction.max_none_share only applies to answer 'entities'")
         return self
 
     @property

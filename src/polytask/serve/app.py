@@ -179,7 +179,7 @@ def tasks_info(predictor: Predictor) -> dict[str, Any]:
     rows = []
     for name in predictor.tasks:
         spec = predictor.specs[name]
-        metric = task_type(spec.type).primary_metric
+        metric = task_type(spec.type).primary(spec)
         value = final.get(name, {}).get("validation", {}).get(metric)
         rows.append(
             {

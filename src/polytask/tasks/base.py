@@ -77,6 +77,11 @@ class TaskType(ABC):
     #: because its logits are rows × length × vocabulary
     eval_rows: ClassVar[int | None] = None
 
+    def primary(self, spec: TaskSpec) -> str:
+        """The metric that ranks checkpoints and models of this task (``primary_metric``
+        unless the task's options pick another)."""
+        return self.primary_metric
+
     @abstractmethod
     def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
         """Build the task's spec from its config and the raw training labels."""

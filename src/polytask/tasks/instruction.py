@@ -59,6 +59,11 @@ class Instruction(TaskType):
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "perplexity"})
     eval_rows: ClassVar[int | None] = 16
 
+    def primary(self, spec: TaskSpec) -> str:
+        """``entity_f1`` for entity answers (exact match rewards answering ``none`` to the
+        many texts without one), else ``accuracy``."""
+        return "entity_f1" if spec.options.get("answer") == "entities" else self.primary_metric
+
     def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
         """The allowed answers (``choices``) and the prompt settings, saved with the model."""
         ins = config.instruction
