@@ -19,6 +19,12 @@ A step is forward + backward (+ aggregation and writing ``.grad``), no optimiser
   polytask's UPGrad on it, gradient copied back (the LibMTL pattern);
 * ``torchjd``: torchjd 0.18 ``autojac.mtl_backward`` on the encoder's last hidden state,
   then ``jac_to_grad(shared, UPGrad())``.
+* ``cost-model`` (single-input): the parts of a step timed alone — a forward ``F``, an
+  activation-only backward ``A`` (``autograd.grad`` to the embedding output: no weight
+  gradients) and the equal step ``F + B`` — and two floors computed from them:
+  ``floor_act`` = ``(F + T·A + B) / (F + B)`` (T activation passes and one weighted backward,
+  as if the Gramian were free) and ``floor_exact`` = ``(F + T·B) / (F + B)`` (T activation
+  passes and T weight-gradient passes: the FLOPs of exact per-task parameter gradients).
 
 Each (mode, T, impl) runs in its own process (its peak RSS is ``peak_mb``); inside it the
 equal step and the impl's methods alternate over ``--repeats`` rounds, and the ratio is of
@@ -51,6 +57,7 @@ IMPLS = {
         "polytask-representation",
         "naive-loop",
         "torchjd",
+        "cost-model",
     ),
 }
 Step = Callable[[], None]
@@ -238,6 +245,39 @@ def _torchjd(model: Any, batch: Any, notes: list[str]) -> dict[str, Step]:
     return {"upgrad": step}
 
 
+def _cost_model(model: Any, batch: Any) -> dict[str, Step]:
+    """A forward alone, and a forward plus an activation-only backward (see module doc)."""
+    import torch
+
+    kept: list[Any] = []
+
+    def keep(module: Any, args: Any, out: Any) -> None:
+        kept[:] = [out]
+
+    model.encoder.embeddings.register_forward_hook(keep)
+
+    def forward() -> None:
+        torch.stack(list(_losses(model, batch).values())).sum()
+
+    def activation() -> None:
+        total = torch.stack(list(_losses(model, batch).values())).sum()
+        torch.autograd.grad(total, kept[0])
+
+    return {"forward": forward, "forward+activation_backward": activation}
+
+
+def _floors(times: dict[str, list[float]], n_tasks: int) -> dict[str, float]:
+    """The two floors of the cost model from the medians of its parts."""
+    f = statistics.median(times["forward"])
+    a = statistics.median(times["forward+activation_backward"]) - f
+    step = statistics.median(times[BASELINE])
+    b = step - f
+    return {
+        "floor_act": round((f + n_tasks * a + b) / step, 3),
+        "floor_exact": round((f + n_tasks * b) / step, 3),
+    }
+
+
 def measure(mode: str, n_tasks: int, impl: str, args: argparse.Namespace) -> dict[str, Any]:
     """Runs in the child: time the impl's methods alternating with the equal step."""
     import torch
@@ -255,6 +295,8 @@ def measure(mode: str, n_tasks: int, impl: str, args: argparse.Namespace) -> dic
         steps |= _naive(model, batch, n_tasks, notes)
     elif impl == "torchjd":
         steps |= _torchjd(model, batch, notes)
+    elif impl == "cost-model":
+        steps |= _cost_model(model, batch)
     names = list(steps)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.repeats + 1):  # round 0 is the warm-up
@@ -269,6 +311,8 @@ def measure(mode: str, n_tasks: int, impl: str, args: argparse.Namespace) -> dic
                 spent.clear()
     equal = statistics.median(times[BASELINE])
     ratios = {n: round(statistics.median(times[n]) / equal, 3) for n in names if n != BASELINE}
+    if impl == "cost-model":
+        ratios |= _floors(times, n_tasks)
     return {
         "mode": mode,
         "T": n_tasks,
@@ -296,13 +340,13 @@ def _child(mode: str, n_tasks: int, impl: str, args: argparse.Namespace) -> dict
 
 def _table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'mode':<13}{'T':>3}  {'method':<14}{'impl':<25}{'ratio_vs_equal':>15}{'peak_mb':>9}"
+        f"{'mode':<13}{'T':>3}  {'method':<28}{'impl':<25}{'ratio_vs_equal':>15}{'peak_mb':>9}"
         f"{'aggregate_ms':>14}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['mode']:<13}{r['T']:>3}  {r['method']:<14}{r['impl']:<25}"
+            f"{r['mode']:<13}{r['T']:>3}  {r['method']:<28}{r['impl']:<25}"
             f"{r['ratio_vs_equal']:>14.2f}x{r['peak_mb']:>9}"
             + (f"{r['aggregate_ms']:>14.2f}" if r.get("aggregate_ms") is not None else "")
         )
@@ -336,6 +380,7 @@ def _run_all(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[
                             "peak_mb": res["peak_mb"],
                             "equal_step_s": res["equal_s"],
                             "aggregate_ms": res.get("aggregate_ms", {}).get(method),
+                            "repeats": args.repeats,
                         }
                     )
     return rows, errors
@@ -353,6 +398,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default 2; --quick: 1)")
     parser.add_argument("--quick", action="store_true", help="smoke test: T=2, tiny batch")
     parser.add_argument("--out", type=Path, help=f"default {RESULTS} (--quick: a temp file)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of --out that this run did not measure (other modes, T, impls)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -369,6 +419,16 @@ def main() -> None:
     rows, errors = _run_all(args)
     import torch
 
+    notes: list[str] = []
+    if args.merge and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        ran = {(r["mode"], r["T"], r["impl"]) for r in rows}
+        kept = [r for r in old["rows"] if (r["mode"], r["T"], r["impl"]) not in ran]
+        for r in kept:
+            r.setdefault("repeats", old.get("repeats"))
+        rows = kept + rows
+        notes = [*old.get("notes", []), *old.get("merge_notes", [])]
+
     result = {
         "benchmark": "step_cost",
         "encoder": "all-MiniLM-L6-v2",
@@ -382,6 +442,12 @@ def main() -> None:
         "rows": rows,
         "errors": errors,
     }
+    if args.merge:
+        result["merge_notes"] = [
+            *notes,
+            f"{time.strftime('%Y-%m-%d')}: re-measured modes {args.modes}, T={args.tasks}, "
+            f"impls {args.impls or 'all'} with {args.repeats} rounds (the rows' 'repeats')",
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(_table(rows))
