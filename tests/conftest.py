@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import string
 from pathlib import Path
@@ -33,6 +34,12 @@ WORDS = [
     "very",
     "not",
 ]
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on the two cores: one torch thread each (and for
+    # the polytask subprocesses they start), or four threads contend for two cores
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 POSITIVE, NEGATIVE = {"good", "great"}, {"bad", "awful"}
 NAMES = {"paris": "B-loc", "london": "B-loc", "alice": "B-per", "bob": "B-per"}
 
