@@ -7,6 +7,7 @@ them), so all ranks take the same early-stopping decision; only the main process
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,7 @@ def evaluate_and_keep_best(
     )
     if state.best is None or score > state.best:
         state.best, state.best_step, state.bad_evals = score, state.step, 0
+        state.best_validation = copy.deepcopy(metrics)
         meta = {
             "config": setup.config.model_dump(mode="json"),
             "step": state.step,
@@ -106,7 +108,12 @@ def finish(
     tc, names = setup.config.train, list(setup.specs)
     tasks: dict[str, Any] = {}
     report: dict[str, Any] = {}
+    if state.best_validation is not None:  # measured on these very weights at best_step
+        for n, m in state.best_validation.items():
+            tasks.setdefault(n, {})["validation"] = dict(m)
     for split in ("validation", "test"):
+        if split == "validation" and state.best_validation is not None:
+            continue
         splits = {n: setup.data[n].splits[split] for n in names if split in setup.data[n].splits}
         model.reset_report()
         for n, m in evaluate(

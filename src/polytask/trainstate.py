@@ -33,6 +33,8 @@ class TrainState:
     updates: dict[str, int] = field(default_factory=dict)
     best: float | None = None
     best_step: int = 0
+    #: the validation metrics measured at ``best_step`` (the final report reuses them)
+    best_validation: dict[str, Any] | None = None
     bad_evals: int = 0
     seconds: float = 0.0
     skipped_steps: int = 0  # steps skipped for a non-finite loss (no update)

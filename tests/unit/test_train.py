@@ -112,6 +112,9 @@ def test_early_stopping_follows_the_primary_task(
     evals = [r for r in read_records(out / "metrics.jsonl") if r["event"] == "eval"]
     assert meta["primary_task"] == "tags"
     assert meta["primary_metric"] == evals[0]["primary"]["tags"]
+    # the final validation metrics are those measured at best_step, not evaluated again
+    saved = json.loads((out / "final_metrics.json").read_text())["tasks"]
+    assert {n: t["validation"] for n, t in saved.items()} == evals[0]["metrics"]
 
 
 def test_overwrite_and_existing_directory(
