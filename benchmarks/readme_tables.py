@@ -128,6 +128,31 @@ def step_cost() -> str:
                 f"{_ratio(rows, mode=mode, T=T, method='upgrad', impl='torchjd')} | "
                 f"{' / '.join(peak)} |"
             )
+    model = [T for T in Ts if _ratio(rows, T=T, method="floor_exact", impl="cost-model") != "—"]
+    if model:
+        lines += [
+            "",
+            "Single-input exact against its floors (`cost-model`: the parts timed alone in "
+            "the same process as the equal step `F + B`):",
+            "",
+            "| T | forward `F` | `F` + activation-only backward | floor: T activation passes "
+            "+ 1 backward | floor: T activation + T weight-gradient passes | polytask exact "
+            "(`sum` / `upgrad`) |",
+            "|---:|---:|---:|---:|---:|---|",
+        ]
+        for T in model:
+            cell = {
+                m: _ratio(rows, mode="single-input", T=T, method=m, impl="cost-model")
+                for m in ("forward", "forward+activation_backward", "floor_act", "floor_exact")
+            }
+            exact = " / ".join(
+                _ratio(rows, mode="single-input", T=T, method=m, impl="polytask-exact")
+                for m in ("sum", "upgrad")
+            )
+            lines.append(
+                f"| {T} | {cell['forward']} | {cell['forward+activation_backward']} | "
+                f"{cell['floor_act']} | {cell['floor_exact']} | {exact} |"
+            )
     return "\n".join(lines)
 
 

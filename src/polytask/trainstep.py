@@ -36,7 +36,12 @@ def task_losses(
     model: MultiTaskModel, batch: Batch, specs: dict[str, TaskSpec]
 ) -> dict[str, torch.Tensor]:
     """One shared forward of a multi-task batch, then each present task's own loss."""
-    outputs = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.segments)
+    # a causal LM computes only the logits that predict answer tokens when given the labels
+    labelled = getattr(getattr(model, "module", model), "takes_labels", False)
+    extra = {"labels": batch.labels} if labelled else {}
+    outputs = model(
+        batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.segments, **extra
+    )
     return {
         s.task: task_type(specs[s.task].type).loss(
             specs[s.task], outputs[s.task], batch.labels[s.task]

@@ -11,6 +11,7 @@ import torch
 
 from polytask.checkpoint import load_model_folder, save_model_folder
 from polytask.config import config_from_dict
+from polytask.data.batching import Segment
 from polytask.data.prompts import InstructionConfig, answer_ids, make_answer
 from polytask.errors import ConfigError
 from polytask.tasks import IGNORE_INDEX, task_type
@@ -268,6 +269,35 @@ def test_save_and_reload_give_identical_outputs(
     trained = [p for p in model.parameters() if p.requires_grad]
     total = sum(p.numel() for p in model.parameters())
     assert 0 < sum(p.numel() for p in trained) < (total + 1 if adapter == "none" else total / 2)
+
+
+@pytest.mark.parametrize("adapter", ["lora", "prefix", "none"])
+def test_answer_only_logits_give_the_full_forwards_loss_and_gradients(
+    adapter: str, tiny_decoder: Path, instruction_files: Any
+) -> None:
+    """Training hands the labels to the model, which then runs its LM head only where an
+    answer token is predicted (LoRA, full): same loss and gradients as the full logits."""
+    setup = build(config_from_dict(instruct_config(tiny_decoder, instruction_files, adapter)))
+    model, spec = setup.model, setup.data["ents"].spec
+    _perturb(model)
+    model.eval()  # no dropout: the two forwards must see the same function
+    ds = setup.data["ents"].splits["train"][:5]
+    width = max(map(len, ds["input_ids"]))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in ds["input_ids"]])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ds["input_ids"]])
+    labels = {"ents": task_type("instruction").collate(spec, ds["target"])}
+    segments = [Segment("ents", 0, len(ids))]
+    trained = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for extra in ({}, {"labels": labels}):
+        logits = model(ids, mask, None, segments, **extra)["ents"]
+        loss = task_type("instruction").loss(spec, logits, labels["ents"])
+        results.append((loss.detach(), torch.autograd.grad(loss, trained), logits.dim()))
+    (full, full_grads, full_dim), (compact, compact_grads, compact_dim) = results
+    assert full_dim == 3 and compact_dim == (3 if adapter == "prefix" else 2)
+    assert float((full - compact).abs()) < 1e-5
+    worst = max(float((a - b).abs().max()) for a, b in zip(full_grads, compact_grads, strict=True))
+    assert worst < 1e-5
 
 
 @pytest.mark.parametrize("adapter", ["lora", "prefix"])

@@ -31,7 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from polytask.data.batching import Segment
 from polytask.errors import ConfigError, RunDirError
 from polytask.models.base import ARCHITECTURES, ENCODER_DIR, MultiTaskModel
-from polytask.tasks import TaskSpec
+from polytask.tasks import IGNORE_INDEX, TaskSpec
 
 ADAPTER_DIR = "adapter"
 
@@ -124,15 +124,37 @@ class CausalLM(MultiTaskModel):
         except ConfigError as exc:
             raise RunDirError(f"{folder}: cannot load the base model: {exc}") from None
 
+    #: training passes each task's labels to :meth:`forward` (see ``answer_logits``)
+    takes_labels = True
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None,
         segments: list[Segment],
+        labels: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        logits = self.decoder(input_ids=input_ids, attention_mask=attention_mask).logits
-        return {seg.task: logits[seg.start : seg.stop] for seg in segments}
+        """Per task, the logits ``[rows, length, vocabulary]``; with ``labels`` (training)
+        and LoRA or full fine-tuning, only the logits that predict an answer token,
+        ``[answer tokens, vocabulary]`` in row-major order of ``labels[:, 1:] != -100``
+        (the LM head and its softmax are a fifth of a step's FLOPs; the answers are a few
+        tokens of each row). A prefix runs through PEFT's own forward: full logits."""
+        if labels is None or not self._cached:
+            logits = self.decoder(input_ids=input_ids, attention_mask=attention_mask).logits
+            return {seg.task: logits[seg.start : seg.stop] for seg in segments}
+        body = self.decoder if self.adapter == "none" else self.decoder.get_base_model()
+        hidden = body.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
+        head = body.get_output_embeddings()
+        out = {}
+        for seg in segments:
+            y = labels[seg.task].to(hidden.device)
+            picked = y[:, 1:] != IGNORE_INDEX
+            rows = hidden[seg.start : seg.stop, : y.shape[1] - 1]
+            out[seg.task] = head(rows[picked])
+        return out
 
     def shared_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """The trained parameters (adapter, or every weight): all tasks reach all of them."""
@@ -199,7 +221,11 @@ class CausalLM(MultiTaskModel):
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(1) - 1).clamp(min=0)
             out = self.decoder(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,  # only the last prompt position predicts an answer token
             )
             cache = out.past_key_values
             cache.batch_repeat_interleave(k)

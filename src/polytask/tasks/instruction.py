@@ -116,8 +116,19 @@ class Instruction(TaskType):
         return torch.tensor([y + [IGNORE_INDEX] * (width - len(y)) for y in labels])
 
     def loss(self, spec: TaskSpec, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy over the answer tokens (position t predicts t + 1)."""
+        """Next-token cross-entropy over the answer tokens (position t predicts t + 1).
+
+        ``logits`` are ``[rows, length, vocabulary]``, or (from a causal LM given the labels)
+        ``[answer tokens, vocabulary]``: the rows' positions where ``labels[:, 1:]`` is an
+        answer token, in row-major order."""
         labels = labels.to(logits.device)
+        if logits.dim() == 2:
+            targets = labels[:, 1:][labels[:, 1:] != IGNORE_INDEX]
+            if targets.numel() != logits.shape[0]:
+                raise ValueError(f"{logits.shape[0]} answer logits for {targets.numel()} tokens")
+            if targets.numel() == 0:
+                return logits.sum() * 0.0
+            return F.cross_entropy(logits.float(), targets)
         width = min(logits.shape[1], labels.shape[1])
         shifted, targets = logits[:, : width - 1], labels[:, 1:width]
         picked = targets != IGNORE_INDEX
