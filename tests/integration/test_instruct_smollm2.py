@@ -35,7 +35,20 @@ def test_lora_instruction_run_saves_and_reloads(tmp_path: Path) -> None:
     from polytask.train import train
 
     raw = load_config("instruct").model_dump(mode="json")
-    raw["tasks"] = [t for t in raw["tasks"] if t["name"] in ("sentiment", "tweet_is_negative")]
+    sentiment = next(t for t in raw["tasks"] if t["name"] == "sentiment")
+    held = {
+        **sentiment,
+        "name": "tweet_is_negative",
+        "held_out": True,
+        "critical": False,
+        "data": dict(sentiment["data"]),
+        "instruction": {
+            **sentiment["instruction"],
+            "template": "Is this tweet negative? Answer yes or no.\nTweet: {text}",
+            "answers": {"negative": "yes", "neutral": "no", "positive": "no"},
+        },
+    }
+    raw["tasks"] = [sentiment, held]
     for task in raw["tasks"]:
         task["data"] |= {"max_train_examples": 8, "max_validation_examples": 4}
         task["data"]["max_test_examples"] = 2
