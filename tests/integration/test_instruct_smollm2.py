@@ -58,7 +58,8 @@ def test_lora_instruction_run_saves_and_reloads(tmp_path: Path) -> None:
     final = train(config, tmp_path / "run", show_progress=False)
     assert set(final["tasks"]) == {"sentiment", "tweet_is_negative"}
     assert final["updates"] == {"sentiment": 2}
-    assert 0 < final["params"]["trainable"] < final["params"]["total"] / 100  # LoRA only
+    # LoRA only: r=8 on every linear layer is 2,442,240 of 136,957,248 parameters (1.8 %)
+    assert 0 < final["params"]["trainable"] < final["params"]["total"] / 40
     adapter = tmp_path / "run" / "model" / "adapter" / "adapter_model.safetensors"
     assert adapter.is_file() and adapter.stat().st_size < 10_000_000  # not the 135M weights
 
