@@ -420,6 +420,7 @@ def main() -> None:
     import torch
 
     notes: list[str] = []
+    repeats = args.repeats
     if args.merge and args.out.is_file():
         old = json.loads(args.out.read_text())
         ran = {(r["mode"], r["T"], r["impl"]) for r in rows}
@@ -427,6 +428,7 @@ def main() -> None:
         for r in kept:
             r.setdefault("repeats", old.get("repeats"))
         rows = kept + rows
+        repeats = old.get("repeats", repeats)  # the rounds of most rows; each row has its own
         notes = [*old.get("notes", []), *old.get("merge_notes", [])]
 
     result = {
@@ -436,7 +438,7 @@ def main() -> None:
         "threads": args.threads,
         "per_task": args.per_task,
         "length": args.length,
-        "repeats": args.repeats,
+        "repeats": repeats,
         "quick": args.quick,
         "impls": args.impls,
         "rows": rows,
