@@ -36,9 +36,8 @@ def task_losses(
     model: MultiTaskModel, batch: Batch, specs: dict[str, TaskSpec]
 ) -> dict[str, torch.Tensor]:
     """One shared forward of a multi-task batch, then each present task's own loss."""
-    # a causal LM computes only the logits that predict answer tokens when given the labels
-    labelled = getattr(getattr(model, "module", model), "takes_labels", False)
-    extra = {"labels": batch.labels} if labelled else {}
+    core = getattr(model, "module", model)  # under DDP, the wrapped model
+    extra = {"labels": batch.labels} if core.takes_labels else {}
     outputs = model(
         batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.segments, **extra
     )

@@ -30,6 +30,9 @@ class MultiTaskModel(nn.Module, ABC):
     """
 
     specs: dict[str, TaskSpec]
+    #: whether training passes each task's labels to ``forward`` as ``labels=`` (a causal LM
+    #: then computes only the logits that predict answer tokens)
+    takes_labels: bool = False
 
     @abstractmethod
     def forward(

@@ -124,8 +124,7 @@ class CausalLM(MultiTaskModel):
         except ConfigError as exc:
             raise RunDirError(f"{folder}: cannot load the base model: {exc}") from None
 
-    #: training passes each task's labels to :meth:`forward` (see ``answer_logits``)
-    takes_labels = True
+    takes_labels = True  # see forward
 
     def forward(
         self,
@@ -140,7 +139,7 @@ class CausalLM(MultiTaskModel):
         ``[answer tokens, vocabulary]`` in row-major order of ``labels[:, 1:] != -100``
         (the LM head and its softmax are a fifth of a step's FLOPs; the answers are a few
         tokens of each row). A prefix runs through PEFT's own forward: full logits."""
-        if labels is None or not self._cached:
+        if labels is None or self.adapter == "prefix":
             logits = self.decoder(input_ids=input_ids, attention_mask=attention_mask).logits
             return {seg.task: logits[seg.start : seg.stop] for seg in segments}
         body = self.decoder if self.adapter == "none" else self.decoder.get_base_model()
