@@ -54,16 +54,22 @@ def predict_split(
     if accelerator is not None:
         rank, world = accelerator.process_index, accelerator.num_processes
     mine: list[tuple[int, Any, Any]] = []
+    # the answers came from own_predictions: only the loss is left, and a model that takes
+    # the labels computes just the logits it needs (a causal LM: the answer positions)
+    loss_only = own is not None and getattr(model, "module", model).takes_labels
     for indices in list(eval_batches(list(dataset["length"]), size))[rank::world]:
         rows = ttype.prepare(spec, dataset[indices], None)
         batch = collate([(spec, rows)], pad_id).to(device)
-        logits = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.segments)[
-            spec.name
-        ]
+        given = {"labels": batch.labels} if loss_only else {}
+        logits = model(
+            batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.segments, **given
+        )[spec.name]
         labels = batch.labels[spec.name]
         units = ttype.loss_units(spec, labels)
         loss_sum += float(ttype.loss(spec, logits, labels)) * units
         loss_rows += units
+        if own is not None:
+            continue
         if isinstance(ttype, Tagging):
             extra = batch.extras[spec.name]
             batch_preds = ttype.word_predictions(logits, extra["word_starts"], extra["n_words"])

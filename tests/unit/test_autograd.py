@@ -435,4 +435,3 @@ def test_grad_scale_writes_scaled_grads_from_the_unscaled_gramian(
     assert g1.keys() == g2.keys()
     for name, g in g1.items():
         assert torch.allclose(g2[name], 1024.0 * g, rtol=1e-4, atol=1024 * ATOL), name
-

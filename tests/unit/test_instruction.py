@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from polytask.checkpoint import load_model_folder, save_model_folder
 from polytask.config import config_from_dict
 from polytask.data.batching import Segment
 from polytask.data.prompts import InstructionConfig, answer_ids, make_answer
 from polytask.errors import ConfigError
+from polytask.evaluate import predict_split
 from polytask.tasks import IGNORE_INDEX, task_type
 from polytask.train import build
 from tests.conftest import sentiment_rows, tagging_rows, write_jsonl
@@ -114,9 +116,21 @@ def test_answers_from_labels_and_bio_tags() -> None:
     words, tags = ["alice", "visited", "new", "york"], ["B-per", "O", "B-loc", "I-loc"]
     assert make_answer(ents, words, tags) == "per: alice; loc: new york"
     assert make_answer(ents, ["the", "film"], ["O", "O"]) == "none"
+    renamed = InstructionConfig(
+        template="{text}", answer="entities", entity_types=["per", "loc"], answers={"loc": "place"}
+    )
+    assert make_answer(renamed, words, tags) == "per: alice; place: new york"
     where = InstructionConfig(template="{text}", answer="mentions", entity_types=["loc"])
     assert make_answer(where, words, tags) == "yes"
     assert make_answer(where, ["alice"], ["B-per"]) == "no"
+    with pytest.raises(ValidationError, match="org not in entity_types"):
+        InstructionConfig(
+            template="{text}", answer="entities", entity_types=["loc"], answers={"org": "company"}
+        )
+    with pytest.raises(ValidationError, match="renames 'yes' and 'no', not maybe"):
+        InstructionConfig(
+            template="{text}", answer="mentions", entity_types=["loc"], answers={"maybe": "?"}
+        )
 
 
 def test_prompt_tokens_are_masked(tiny_decoder: Path, instruction_files: Any) -> None:
@@ -298,6 +312,39 @@ def test_answer_only_logits_give_the_full_forwards_loss_and_gradients(
     assert float((full - compact).abs()) < 1e-5
     worst = max(float((a - b).abs().max()) for a, b in zip(full_grads, compact_grads, strict=True))
     assert worst < 1e-5
+
+
+def test_evaluation_loss_of_generated_answers_runs_the_head_on_answers_only(
+    tiny_decoder: Path, instruction_files: Any
+) -> None:
+    """A generated task's loss is a separate forward: it hands the labels to the model, so
+    the LM head runs on the answer positions only, and the loss equals the full logits'."""
+    setup = build(config_from_dict(instruct_config(tiny_decoder, instruction_files)))
+    model, spec = setup.model, setup.data["ents"].spec
+    _perturb(model)
+    model.eval()
+    ds = setup.data["ents"].splits["validation"]
+    shapes: list[tuple[int, ...]] = []
+    head = model.decoder.get_base_model().get_output_embeddings()
+    hook = head.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape)))
+    pad = int(setup.tokenizer.pad_token_id or 0)
+    try:
+        _, _, loss = predict_split(
+            model, spec, ds, 16, pad, torch.device("cpu"), None, setup.tokenizer
+        )
+    finally:
+        hook.remove()
+    width = max(map(len, ds["input_ids"]))
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in ds["input_ids"]])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ds["input_ids"]])
+    labels = task_type("instruction").collate(spec, ds["target"])
+    with torch.no_grad():
+        logits = model(ids, mask, None, [Segment("ents", 0, len(ids))])["ents"]
+        full = float(task_type("instruction").loss(spec, logits, labels))
+    assert abs(loss - full) < 1e-5
+    answer_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
+    assert sum(s[0] for s in shapes if len(s) == 2) == answer_tokens  # the loss forwards
+    assert all(len(s) == 2 or s[1] == 1 for s in shapes)  # generation: last position only
 
 
 @pytest.mark.parametrize("adapter", ["lora", "prefix"])

@@ -27,11 +27,13 @@ class InstructionConfig(StrictModel):
     """How an ``instruction`` task asks and answers (``instruction:`` of a task).
 
     ``answer``: ``label`` (the label, renamed by ``answers``), ``entities`` (BIO tags of a
-    word list → ``"person: alice; geo-loc: paris"``, or ``"none"``) or ``mentions`` (``yes``
-    when an entity of ``entity_types`` occurs, else ``no``). ``evaluate``: ``choices`` scores
-    every allowed answer's log-likelihood and picks the best (default for ``label`` and
-    ``mentions``), ``generate`` decodes greedily and compares the text (default for
-    ``entities``). The token-level loss on the answers is always reported.
+    word list → ``"person: alice; geo-loc: paris"``, or ``"none"``; ``answers`` renames the
+    entity types, e.g. ``{geo-loc: place}``) or ``mentions`` (``yes`` when an entity of
+    ``entity_types`` occurs, else ``no``; ``answers`` renames ``yes`` and ``no``).
+    ``evaluate``: ``choices`` scores every allowed answer's log-likelihood and picks the
+    best (default for ``label`` and ``mentions``), ``generate`` decodes greedily and
+    compares the text (default for ``entities``). The token-level loss on the answers is
+    always reported.
     ``max_none_share`` (``entities`` only): at most this share of the *training* examples
     answer ``none``; the surplus of texts without an entity is dropped (seeded) before
     ``max_train_examples`` applies, so a rare-entity dataset does not teach the model to
@@ -57,6 +59,18 @@ class InstructionConfig(StrictModel):
             raise ValueError("entity lists are open-ended: use evaluate 'generate'")
         if self.max_none_share is not None and self.answer != "entities":
             raise ValueError("instruction.max_none_share only applies to answer 'entities'")
+        renamed = set(self.answers or {})
+        if self.answer == "mentions" and renamed - {"yes", "no"}:
+            raise ValueError(
+                f"instruction.answers of 'mentions' renames 'yes' and 'no', not "
+                f"{', '.join(sorted(renamed - {'yes', 'no'}))}"
+            )
+        if self.answer == "entities" and self.entity_types and renamed - set(self.entity_types):
+            raise ValueError(
+                f"instruction.answers renames entity types: "
+                f"{', '.join(sorted(renamed - set(self.entity_types)))} "
+                f"not in entity_types ({', '.join(self.entity_types)})"
+            )
         return self
 
     @property
@@ -101,7 +115,8 @@ def make_answer(config: InstructionConfig, text: Any, label: Any) -> str | None:
         return answers.get("yes", "yes") if found else answers.get("no", "no")
     if config.entity_types:
         spans = [s for s in spans if s[0] in config.entity_types]
-    return "; ".join(f"{kind}: {words_}" for kind, words_ in spans) or NONE_ANSWER
+    names = config.answers or {}
+    return "; ".join(f"{names.get(kind, kind)}: {words_}" for kind, words_ in spans) or NONE_ANSWER
 
 
 def _render(
