@@ -5,7 +5,7 @@ An aggregator maps the per-task gradients of the shared parameters, a matrix ``G
 gradients, ``update = Σ_t c_t g_t``, whose coefficients ``c`` depend on ``G`` only through its
 ``T × T`` Gramian ``G Gᵀ``. So the core of each method is :meth:`Aggregator.weights`, which the
 training loop can call on a Gramian accumulated layer by layer, without ever materialising
-``G`` (see ``/work/shared/notes/per-task-gradients.md``).
+``G`` (see ``docs/per-task-gradients.md``).
 
 The maths here never calls autograd: inputs are detached and solved on the CPU in float64.
 The result is a deterministic function of the Gramian and the method's state (random
