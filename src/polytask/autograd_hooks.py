@@ -6,7 +6,7 @@ Helpers of :mod:`polytask.autograd` (the only caller). Multi-input mode: each ta
 loss the gradient ``δ`` reaching a layer's output rows of task ``t`` is then exactly the one
 ``L_t`` alone would send, so the per-task weight gradient of a linear layer is the segment
 product ``δ[rows_t]ᵀ x[rows_t]`` — the matmul autograd would do, split by task. See
-``/work/shared/notes/per-task-gradients.md``.
+``docs/per-task-gradients.md``.
 
 Forward hooks record each shared ``nn.Linear`` / ``nn.LayerNorm`` / ``nn.Embedding`` input and
 put a tensor hook on its output. The backward is ``torch.autograd.grad`` with ``inputs`` = the

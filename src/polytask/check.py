@@ -14,7 +14,7 @@ Five parts, each a plain JSON-able dict (``check.json``):
 * ``sampling`` — per-task update counts over the first 100 steps for the configured sampler
   and each alternative (a dry run of the sampler), flagging tasks with < 5 % of updates.
 * ``datasets`` — training-set sizes and their imbalance ratio (largest / smallest).
-* ``recommendations`` — the decision rules of SPEC §4 (:mod:`polytask.check_rules`), each
+* ``recommendations`` — the decision rules of docs/check.md (:mod:`polytask.check_rules`), each
   with the evidence that triggered it.
 
 Nothing is trained and nothing is written unless asked (``-o FILE``).

@@ -1,4 +1,4 @@
-"""The decision rules of SPEC §4, applied to the measurements of ``polytask check``.
+"""The decision rules of docs/check.md, applied to the measurements of ``polytask check``.
 
 Each rule returns ``{"topic", "advice", "evidence"}``; the evidence quotes the numbers that
 triggered it. Thresholds are the rule of thumb (cosine ±0.1) and plain ratios, named here

@@ -59,7 +59,7 @@ class DataConfig(StrictModel):
         return self
 
 
-#: loss weight of an auxiliary task when its config gives none (SPEC §2: LM auxiliary 0.1)
+#: loss weight of an auxiliary task when its config gives none (docs/auxiliary.md)
 AUXILIARY_WEIGHT = 0.1
 
 

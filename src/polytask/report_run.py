@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from polytask.report_html import Run
 
 Section = tuple[str, str, str]
-#: the reading of a mean gradient cosine (SPEC §4; the same thresholds as ``polytask check``)
+#: the reading of a mean gradient cosine (docs/check.md; the same thresholds as ``polytask check``)
 THRESHOLD = 0.1
 
 
