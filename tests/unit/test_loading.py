@@ -180,7 +180,8 @@ def test_json_array_and_wrong_type_value_is_caught(tmp_path: Path, tokenizer) ->
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a", "y": 1.5}\n{"text": "b", "y": "many"}\n')
     with pytest.raises(
-        DataError, match=r"bad\.jsonl, line 2, column 'y': regression target 'many'"
+        DataError,
+        match=r"bad\.jsonl, line 2, column 'y': regression target must be a number, got a string",
     ):
         load_task_data(task("regression", bad, bad, columns={"label": "y"}), tokenizer, 16, 0)
     broken = tmp_path / "broken.jsonl"
@@ -198,7 +199,7 @@ def test_json_array_and_wrong_type_value_is_caught(tmp_path: Path, tokenizer) ->
 def test_ragged_csv_and_tag_count_name_the_file(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("text,label\ngood film,pos\nbad,film,neg\n")
-    with pytest.raises(DataError, match=r"ragged\.csv: cannot read as csv"):
+    with pytest.raises(DataError, match=r"ragged\.csv, row 2: cannot read as csv: 3 cells"):
         load_task_data(task("classification", ragged, ragged), tokenizer, 16, 0)
     tags = tmp_path / "tags.jsonl"
     tags.write_text(

@@ -62,7 +62,7 @@ def test_classification_metrics() -> None:
 
 def test_regression_standardises_and_reports_original_units() -> None:
     rt = task_type("regression")
-    spec = rt.fit_spec(cfg("regression"), ["10", 20, "", 30.0], where)
+    spec = rt.fit_spec(cfg("regression"), [10, 20, "", 30.0], where)
     assert spec.target_mean == pytest.approx(20.0)
     encoded = [rt.encode(spec, v, 0, where) for v in [10, 30, ""]]
     assert encoded[0] == pytest.approx(-encoded[1]) and encoded[2] is None

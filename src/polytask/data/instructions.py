@@ -8,16 +8,21 @@ keeps ``input_ids`` (prompt + answer), ``target`` (the answer's ids, ``-100`` on
 
 from __future__ import annotations
 
+from typing import Any
+
 import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from polytask.config import TaskConfig
-from polytask.data.loading import TaskData, _split_paths, read_split
+from polytask.data.loading import Table, TaskData, _split_paths, read_table
 from polytask.data.prompts import NONE_ANSWER, ExampleEncoder, as_text, make_answer
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
+from polytask.tasks.base import Where, is_missing
+from polytask.tasks.classification import check_class_column
 from polytask.tasks.instruction import Instruction
+from polytask.tasks.tagging import check_tag_names, read_sequences
 
 SPLITS = ("train", "validation", "test")
 
@@ -45,20 +50,16 @@ def load_instruction_data(
     if missing:
         raise DataError(f"task '{config.name}' has no {missing[0]} split")
     raw: dict[str, datasets.Dataset] = {}
+    wheres: dict[str, Where] = {}
     for split in dict.fromkeys((*wanted, *(() if spec else ("train",)))):
         path, fmt, encoding = paths[split]
-        ds = read_split(path, fmt, encoding, (cols.text, cols.label), split)
-        for column in (cols.text, cols.label):
-            if column not in ds.column_names:
-                raise DataError(
-                    f"{path}: missing column '{column}' (has: {', '.join(ds.column_names)})"
-                )
-        if len(ds) == 0:
-            raise DataError(f"{path}: the {split} split is empty")
-        raw[split] = ds.select_columns([cols.text, cols.label])
+        table = read_table(
+            path, fmt, encoding, (cols.text, cols.label), [cols.text, cols.label], split
+        )
+        wheres[split] = table.where(cols.label)
+        raw[split] = datasets.Dataset.from_dict(_checked(config, table))
     if spec is None:
-        path = paths["train"][0]
-        spec = ttype.fit_spec(config, raw["train"][cols.label], lambda i: str(path))
+        spec = ttype.fit_spec(config, raw["train"][cols.label], wheres["train"])
     spec = ttype.bind_tokenizer(spec, tokenizer)
     encode = ExampleEncoder(tokenizer, ins, max_length)
     splits: dict[str, datasets.Dataset] = {}
@@ -69,7 +70,6 @@ def load_instruction_data(
         limit = getattr(config.data, f"max_{split}_examples")
         if limit and len(ds) > limit:
             ds = ds.shuffle(seed=seed).select(range(limit))
-        path = paths[split][0]
         columns: dict[str, list[object]] = {
             "input_ids": [],
             "target": [],
@@ -77,10 +77,9 @@ def load_instruction_data(
             "answer": [],
             "length": [],
         }
-        for row, (text, label) in enumerate(zip(ds[cols.text], ds[cols.label], strict=True)):
+        for text, label, line in zip(ds[cols.text], ds[cols.label], ds[_ROW], strict=True):
             answer = make_answer(ins, text, label)
-            where = f"{path}, row {row + 1}, column '{cols.label}'"
-            ttype.encode(spec, answer, row, lambda i, w=where: w)  # type: ignore[misc]
+            ttype.encode(spec, answer, line, wheres[split])
             ids, target, prompt_length = encode(as_text(text), answer)
             columns["input_ids"].append(ids)
             columns["target"].append(target)
@@ -89,6 +88,29 @@ def load_instruction_data(
             columns["length"].append(len(ids))
         splits[split] = datasets.Dataset.from_dict(columns)
     return TaskData(spec=spec, splits=splits)
+
+
+_ROW = "__row"  # each row's index in its file, kept through subsets for error messages
+
+
+def _checked(config: TaskConfig, table: Table) -> dict[str, list[Any]]:
+    """The text and label columns checked for type (nothing converted): a label answer
+    reads class labels (strings or integer ids) and text strings; an entity answer reads
+    words and tags as a tagging task does (a tag string is split on whitespace)."""
+    ins, cols = config.instruction, config.columns
+    assert ins is not None
+    texts, labels = table.columns[cols.text], table.columns[cols.label]
+    text_where, where = table.where(cols.text), table.where(cols.label)
+    if ins.answer == "label":
+        task_type("classification").read_texts(config, texts, text_where)
+        check_class_column(labels, False, config.label_separator, where)
+        labels = [None if is_missing(v) else v for v in labels]
+    else:
+        read_sequences(texts, text_where, "words", empty=False)
+        read_sequences(labels, where, "tags", empty=True)
+        check_tag_names(labels, where)
+        labels = [None if is_missing(v) else v.split() if isinstance(v, str) else v for v in labels]
+    return {cols.text: texts, cols.label: labels, _ROW: list(range(len(texts)))}
 
 
 def _cap_none(ds: datasets.Dataset, config: TaskConfig, seed: int) -> datasets.Dataset:

@@ -7,6 +7,7 @@ malformed CoNLL lines. Errors name the file, the row and the column.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from polytask.config import TaskConfig
 from polytask.data import bundled
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
+from polytask.tasks.base import TaskType, Where, is_missing
 from polytask.tasks.tagging import Tagging
 
 datasets.disable_progress_bars()
@@ -83,22 +85,51 @@ def _read_conll(path: Path, encoding: str, text_col: str, label_col: str) -> dat
     return datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({})
 
 
-def _read_json(path: Path, encoding: str) -> datasets.Dataset:
-    """JSON lines (or one JSON array) parsed with Python's json, so values keep their types.
+@dataclass
+class Table:
+    """The columns a task reads from one split file, every cell as the file has it.
 
-    Arrow's own reader silently turns a value of the wrong type into null (a string "NaN"
-    in a numeric column would become a missing label); here such columns become text and
-    the task's label checks see the real value.
+    ``text_cells``: the format stores text only (CSV, TSV, CoNLL), so a number arrives as
+    the text written; ``lines``: the line of each row (JSON lines), else rows count from 1.
     """
+
+    path: Path
+    columns: dict[str, list[Any]]
+    text_cells: bool
+    lines: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()), []))
+
+    def where(self, column: str) -> Where:
+        """``row -> "file, line N, column 'c'"`` (``-1``: the file alone)."""
+        unit = "line" if self.lines is not None else "row"
+
+        def at(row: int) -> str:
+            if row < 0:
+                return str(self.path)
+            number = self.lines[row] if self.lines is not None else row + 1
+            return f"{self.path}, {unit} {number}, column '{column}'"
+
+        return at
+
+
+def _read_json(path: Path, encoding: str) -> tuple[dict[str, list[Any]], list[int] | None]:
+    """JSON lines (or one JSON array) parsed with Python's json: every value keeps its type
+    (no column is converted; the task types check what they read). Returns the columns and,
+    for JSON lines, the line of each row."""
     text = path.read_text(encoding)
     rows: list[Any]
+    lines: list[int] | None = None
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not all(isinstance(r, dict) for r in rows):
+            raise DataError(f"{path}: every record must be a JSON object")
     else:
-        rows = []
+        rows, lines = [], []
         for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is data
             if not line.strip():
                 continue
@@ -108,54 +139,91 @@ def _read_json(path: Path, encoding: str) -> datasets.Dataset:
                 raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
             if not isinstance(rows[-1], dict):
                 raise DataError(f"{path}, line {number}: a record must be a JSON object")
-    if not all(isinstance(r, dict) for r in rows):
-        raise DataError(f"{path}: every record must be a JSON object")
+            lines.append(number)
     columns: dict[str, list[Any]] = {}
     for i, row in enumerate(rows):
         for key in row:
             columns.setdefault(key, [None] * i)
         for key, values in columns.items():
             values.append(row.get(key))
-    for key, values in columns.items():
-        kinds = {type(v) for v in values if v is not None}
-        if len(kinds) > 1 and not kinds <= {int, float}:
-            columns[key] = [
-                v if v is None or isinstance(v, str | list) else json.dumps(v) for v in values
-            ]
-            if any(isinstance(v, list) for v in columns[key]):
-                columns[key] = [
-                    v if v is None or isinstance(v, str) else json.dumps(v) for v in values
-                ]
-    return datasets.Dataset.from_dict(columns)
+    return columns, lines
+
+
+def _read_csv(path: Path, encoding: str) -> dict[str, list[Any]]:
+    """CSV/TSV read with Python's csv module: every cell is the text written (an empty cell
+    is ``""``, a missing label); a row with more or fewer cells than the header is an error."""
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, encoding=encoding, newline="") as fh:
+        records = [(n, r) for n, r in enumerate(csv.reader(fh, delimiter=sep)) if r]
+    if not records:
+        return {}
+    header = [h.lstrip("\ufeff") if i == 0 else h for i, h in enumerate(records[0][1])]
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}: the header repeats a column name ({', '.join(header)})")
+    columns: dict[str, list[Any]] = {name: [] for name in header}
+    for row, (_, cells) in enumerate(records[1:], start=1):
+        if len(cells) != len(header):
+            raise DataError(
+                f"{path}, row {row}: cannot read as csv: {len(cells)} cells, "
+                f"the header has {len(header)}"
+            )
+        for name, cell in zip(header, cells, strict=True):
+            columns[name].append(cell)
+    return columns
+
+
+def read_table(
+    path: Path, fmt: str, encoding: str, columns: tuple[str, str], needed: list[str], split: str
+) -> Table:
+    """The ``needed`` columns of one split file (or saved dataset dir), cells as written.
+
+    ``columns`` (text, label) names the two columns of a CoNLL file. Refuses a missing file,
+    an empty split and a missing column.
+    """
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    fmt = _format_of(path, fmt)
+    lines: list[int] | None = None
+    try:
+        if fmt == "json":
+            table, lines = _read_json(path, encoding)
+        elif fmt == "csv":
+            table = _read_csv(path, encoding)
+        else:
+            ds = read_split(path, fmt, encoding, columns, split)
+            table = {c: list(ds[c]) for c in needed if c in ds.column_names}
+            table.update({c: [] for c in ds.column_names if c not in table})
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise DataError(f"{path}: cannot decode as {encoding} ({exc}); set data.encoding") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: cannot read as csv: {exc}") from None
+    out = Table(path, table, text_cells=fmt in ("csv", "conll"), lines=lines)
+    if len(out) == 0:
+        raise DataError(f"{path}: the {split} split is empty")
+    for column in needed:
+        if column not in out.columns:
+            raise DataError(f"{path}: missing column '{column}' (has: {', '.join(out.columns)})")
+    out.columns = {c: out.columns[c] for c in needed}
+    return out
 
 
 def read_split(
     path: Path, fmt: str, encoding: str, columns: tuple[str, str], split: str = "train"
 ) -> datasets.Dataset:
-    """Read one split file (or saved dataset dir) into a ``datasets.Dataset``."""
+    """Read one CoNLL, Parquet or saved-dataset split into a ``datasets.Dataset``."""
     if not path.exists():
         raise DataError(f"data file not found: {path}")
     fmt = _format_of(path, fmt)
     try:
         if fmt == "conll":
             return _read_conll(path, encoding, *columns)
-        if fmt == "json":
-            return _read_json(path, encoding)
         if fmt == "saved":
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 raise DataError(f"{path}: a DatasetDict; point each split at its own folder")
             return loaded
-        kwargs: dict[str, Any] = {}
-        if fmt == "csv":
-            # keep empty cells as "" (a missing label) and "nan" as text, so NaN is caught
-            kwargs = {"keep_default_na": False, "encoding": encoding}
-            if path.suffix.lower() == ".tsv":
-                kwargs["sep"] = "\t"
         cache = str(bundled.cache_dir() / "hf")
-        out = datasets.load_dataset(
-            fmt, data_files=str(path), split="train", cache_dir=cache, **kwargs
-        )
+        out = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache)
         assert isinstance(out, datasets.Dataset)
         return out
     except DataError:
@@ -234,34 +302,18 @@ def load_task_data(
         return load_instruction_data(config, tokenizer, max_length, seed, spec, only)
     ttype = task_type(config.type)
     cols = config.columns
-    label_col = cols.label
-    raw: dict[str, datasets.Dataset] = {}
     paths = _split_paths(config)
     if only is not None:
         missing = [s for s in only if s not in paths]
         if missing:
             raise DataError(f"task '{config.name}' has no {missing[0]} split")
         paths = {s: p for s, p in paths.items() if s in only}
-    for split, (path, fmt, encoding) in paths.items():
-        ds = read_split(path, fmt, encoding, (cols.text, label_col), split)
-        if len(ds) == 0:
-            raise DataError(f"{path}: the {split} split is empty")
-        needed = [c for c in (cols.text, cols.text_pair, label_col) if c is not None]
-        for column in needed:
-            if column not in ds.column_names:
-                raise DataError(
-                    f"{path}: missing column '{column}' (has: {', '.join(ds.column_names)})"
-                )
-        raw[split] = ds.select_columns(needed)
-
-    def where_for(split: str) -> Any:
-        path = paths[split][0]
-        unit = "line" if path.suffix.lower() == ".jsonl" else "row"
-        return lambda i: f"{path}" if i < 0 else f"{path}, {unit} {i + 1}, column '{label_col}'"
-
+    tables = {split: read_task_table(config, split, path) for split, path in paths.items()}
     # the label set comes from the whole training split: a subset must not shrink it
     if spec is None:
-        spec = ttype.fit_spec(config, raw["train"][label_col], where_for("train"))
+        train = tables["train"]
+        spec = ttype.fit_spec(config, train.columns[cols.label], train.where(cols.label))
+    raw = {split: encode_split(config, ttype, spec, split, t) for split, t in tables.items()}
 
     if (
         config.data.max_train_examples
@@ -275,14 +327,17 @@ def load_task_data(
     ):
         if limit and split in raw and len(raw[split]) > limit:
             raw[split] = raw[split].shuffle(seed=seed).select(range(limit))
+    if "validation" in raw and all(y is None for y in raw["validation"]["target"]):
+        raise DataError(
+            f"{paths['validation'][0]}: no row of the validation split used "
+            f"(max_validation_examples={config.data.max_validation_examples}) has a label in "
+            f"column '{cols.label}'; the task is evaluated on it"
+        )
 
     tok_id = _tokenizer_id(tokenizer)
     splits = {}
     for split, ds in raw.items():
-        where = where_for(split)
-        featurize = _Featurizer(
-            ttype, spec, tokenizer, cols.text, cols.text_pair, label_col, max_length, where
-        )
+        featurize = _Featurizer(ttype, tokenizer, cols.text_pair is not None, max_length)
         fingerprint = _fingerprint(
             _content_id(paths[split][0]),
             split,
@@ -298,7 +353,6 @@ def load_task_data(
         splits[split] = ds.map(
             featurize,
             batched=True,
-            with_indices=True,
             remove_columns=ds.column_names,
             new_fingerprint=fingerprint,
             cache_file_name=str(cache / f"{config.name}-{split}-{fingerprint}.arrow"),
@@ -306,57 +360,68 @@ def load_task_data(
     return TaskData(spec=spec, splits=splits)
 
 
+def read_task_table(config: TaskConfig, split: str, path: tuple[Path, str, str]) -> Table:
+    """One split of a classification, tagging or regression task: its text, text pair and
+    label columns, every cell checked for type by the task type (nothing converted)."""
+    ttype, cols = task_type(config.type), config.columns
+    needed = [c for c in (cols.text, cols.text_pair, cols.label) if c is not None]
+    table = read_table(path[0], path[1], path[2], (cols.text, cols.label), needed, split)
+    for column in needed[:-1]:
+        table.columns[column] = ttype.read_texts(config, table.columns[column], table.where(column))
+    where = table.where(cols.label)
+    labels = ttype.read_labels(config, table.columns[cols.label], where, table.text_cells)
+    table.columns[cols.label] = labels
+    if split == "validation" and all(is_missing(v) for v in labels):
+        raise DataError(
+            f"{path[0]}: column '{cols.label}' has no label in any row; the validation "
+            "split is what the task is evaluated on"
+        )
+    return table
+
+
+def encode_split(
+    config: TaskConfig, ttype: TaskType, spec: TaskSpec, split: str, table: Table
+) -> datasets.Dataset:
+    """The split's texts and encoded labels (``target``) as a ``datasets.Dataset``; a
+    tagging row must have one tag per word."""
+    cols = config.columns
+    where = table.where(cols.label)
+    targets = [ttype.encode(spec, v, i, where) for i, v in enumerate(table.columns[cols.label])]
+    out: dict[str, list[Any]] = {"text": table.columns[cols.text], "target": targets}
+    if cols.text_pair is not None:
+        out["text_pair"] = table.columns[cols.text_pair]
+    if isinstance(ttype, Tagging):
+        for i, (words, y) in enumerate(zip(out["text"], targets, strict=True)):
+            if y is not None and len(y) != len(words):
+                raise DataError(f"{where(i)}: {len(y)} tags for {len(words)} words")
+    return datasets.Dataset.from_dict(out)
+
+
 class _Featurizer:
-    """Encodes labels and tokenises one batch of raw rows (a picklable callable for ``map``)."""
+    """Tokenises one batch of checked rows (a picklable callable for ``map``)."""
 
     def __init__(
         self,
         task_type: Any,
-        spec: TaskSpec,
         tokenizer: PreTrainedTokenizerBase,
-        text: str,
-        text_pair: str | None,
-        label: str,
+        pair: bool,
         max_length: int,
-        where: Any,
     ) -> None:
-        self.task_type, self.spec, self.tokenizer = task_type, spec, tokenizer
-        self.text, self.text_pair, self.label = text, text_pair, label
-        self.max_length, self.where = max_length, where
+        self.task_type, self.tokenizer = task_type, tokenizer
+        self.pair, self.max_length = pair, max_length
 
-    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
-        labels = [
-            self.task_type.encode(self.spec, v, i, self.where)
-            for v, i in zip(batch[self.label], indices, strict=True)
-        ]
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        labels = batch["target"]
         if isinstance(self.task_type, Tagging):
-            return self._tagging(batch, labels, indices)
-        texts = [
-            _as_text(t, i, self.text, self.where)
-            for t, i in zip(batch[self.text], indices, strict=True)
-        ]
-        pairs = None
-        if self.text_pair is not None:
-            pairs = [
-                _as_text(t, i, self.text_pair, self.where)
-                for t, i in zip(batch[self.text_pair], indices, strict=True)
-            ]
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+            return self._tagging(batch["text"], labels)
+        pairs = batch["text_pair"] if self.pair else None
+        enc = self.tokenizer(batch["text"], pairs, truncation=True, max_length=self.max_length)
         out = {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
         out["target"] = labels
         out["length"] = [len(ids) for ids in enc["input_ids"]]
         return out
 
-    def _tagging(
-        self, batch: dict[str, list[Any]], labels: list[Any], indices: list[int]
-    ) -> dict[str, list[Any]]:
-        words = [
-            _as_words(w, i, self.text, self.where)
-            for w, i in zip(batch[self.text], indices, strict=True)
-        ]
-        for w, y, i in zip(words, labels, indices, strict=True):
-            if y is not None and len(y) != len(w):
-                raise DataError(f"{self.where(i)}: {len(y)} tags for {len(w)} words")
+    def _tagging(self, words: list[list[str]], labels: list[Any]) -> dict[str, list[Any]]:
         enc = self.tokenizer(
             words, is_split_into_words=True, truncation=True, max_length=self.max_length
         )
@@ -372,18 +437,3 @@ class _Featurizer:
         out["n_words"] = [len(w) for w in words]
         out["length"] = [len(ids) for ids in enc["input_ids"]]
         return out
-
-
-def _as_text(value: Any, row: int, column: str, where: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None:
-        raise DataError(f"{where(row).rsplit(', column', 1)[0]}, column '{column}': text is empty")
-    return str(value)
-
-
-def _as_words(value: Any, row: int, column: str, where: Any) -> list[str]:
-    words = value.split() if isinstance(value, str) else [str(v) for v in (value or [])]
-    if not words:
-        raise DataError(f"{where(row).rsplit(', column', 1)[0]}, column '{column}': no words")
-    return words

@@ -17,9 +17,10 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 
 from polytask.config import TaskConfig
-from polytask.data.loading import TaskData, _split_paths, read_split
+from polytask.data.loading import TaskData, _split_paths, read_table
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
+from polytask.tasks.base import Where, describe
 from polytask.tasks.lm import MaskedLM
 
 SPLITS = ("train", "validation", "test")
@@ -31,10 +32,15 @@ def _limit(ds: datasets.Dataset, limit: int | None, seed: int) -> datasets.Datas
     return ds
 
 
-def _as_text(value: Any) -> str | None:
-    if isinstance(value, list | tuple):
-        value = " ".join(str(v) for v in value)
-    return value if isinstance(value, str) and value.strip() else None
+def _as_text(value: Any, row: int, where: Where) -> str | None:
+    """A text cell: a string, or a word list joined with spaces; null or blank: no text."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = " ".join(value)
+    if value is not None and not isinstance(value, str):
+        raise DataError(
+            f"{where(row)}: text must be a string or a list of strings, got {describe(value)}"
+        )
+    return value if value is not None and value.strip() else None
 
 
 def _texts(config: TaskConfig, split: str, seed: int) -> list[str] | None:
@@ -44,12 +50,13 @@ def _texts(config: TaskConfig, split: str, seed: int) -> list[str] | None:
         return None
     path, fmt, encoding = paths[split]
     column = config.columns.text
-    ds = read_split(Path(path), fmt, encoding, (column, config.columns.label), split)
-    if column not in ds.column_names:
-        raise DataError(f"{path}: missing column '{column}' (has: {', '.join(ds.column_names)})")
     limit = getattr(config.data, f"max_{split}_examples")
-    ds = _limit(ds.select_columns([column]), limit, seed)
-    return [t for t in (_as_text(v) for v in ds[column]) if t is not None]
+    table = read_table(Path(path), fmt, encoding, (column, config.columns.label), [column], split)
+    where = table.where(column)
+    texts = [_as_text(v, i, where) for i, v in enumerate(table.columns[column])]
+    # the subset is drawn as the task's own loader draws it (a dataset of the same length)
+    ds = _limit(datasets.Dataset.from_dict({"row": list(range(len(texts)))}), limit, seed)
+    return [t for t in (texts[i] for i in ds["row"]) if t is not None]
 
 
 def load_text_data(

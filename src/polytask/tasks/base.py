@@ -7,6 +7,7 @@ the model so that serving rebuilds the same heads and decodes the same way.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from polytask.errors import DataError
 from polytask.registry import Registry
 
 IGNORE_INDEX = -100
@@ -86,6 +88,24 @@ class TaskType(ABC):
     def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
         """Build the task's spec from its config and the raw training labels."""
         ...
+
+    def read_texts(self, config: TaskConfig, values: Sequence[Any], where: Where) -> list[Any]:
+        """A split's text cells as this type reads them: strings, as written (``where`` names
+        the column). Anything else (null, list, number, bool) is a :class:`DataError`."""
+        for row, value in enumerate(values):
+            if value is None:
+                raise DataError(f"{where(row)}: text is empty")
+            if not isinstance(value, str):
+                raise DataError(f"{where(row)}: text must be a string, got {describe(value)}")
+        return list(values)
+
+    def read_labels(
+        self, config: TaskConfig, values: Sequence[Any], where: Where, text_cells: bool
+    ) -> list[Any]:
+        """A split's label cells checked for type as a whole column (``text_cells``: the file
+        is CSV/TSV/CoNLL, whose cells are text as written). Returns the values :meth:`encode`
+        gets; a type that reads text cells (regression) parses them here. Default: as is."""
+        return list(values)
 
     @abstractmethod
     def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
@@ -169,6 +189,27 @@ def task_type(name: str) -> TaskType:
     if name not in _INSTANCES:
         _INSTANCES[name] = TASK_TYPES.get(name)()
     return _INSTANCES[name]
+
+
+def describe(value: Any) -> str:
+    """A cell's JSON type and (shortened) JSON text, for messages: ``a list ["a", 1]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        kind = "a bool"
+    elif isinstance(value, int | float):
+        kind = "a number"
+    elif isinstance(value, str):
+        kind = "a string"
+    else:
+        kind = "a list" if isinstance(value, list | tuple) else "a dict"
+    shown = json.dumps(value, ensure_ascii=False, default=str)
+    return f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"
+
+
+def row_of(where: Where, row: int) -> str:
+    """``line 3`` out of ``where(row)`` = ``file, line 3, column 'c'`` (to name a second row)."""
+    return where(row)[len(where(-1)) :].strip(", ").split(", column")[0]
 
 
 def is_missing(value: Any) -> bool:

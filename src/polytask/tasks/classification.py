@@ -10,16 +10,90 @@ import torch
 import torch.nn.functional as F
 
 from polytask.errors import DataError
-from polytask.tasks.base import IGNORE_INDEX, TASK_TYPES, TaskSpec, TaskType, Where, is_missing
+from polytask.tasks.base import (
+    IGNORE_INDEX,
+    TASK_TYPES,
+    TaskSpec,
+    TaskType,
+    Where,
+    describe,
+    is_missing,
+    row_of,
+)
 
 if TYPE_CHECKING:
     from polytask.config import TaskConfig
 
 
-def _split(value: Any, separator: str) -> list[str]:
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value]
-    return [part.strip() for part in str(value).split(separator) if part.strip()]
+def _names(value: Any, multi: bool, separator: str, row: int, where: Where) -> list[Any]:
+    """The class labels of one non-missing cell, unconverted: a string or an integer id
+    (single-label); a string split on ``separator`` or a list of them (multi-label)."""
+    parts = [value]
+    if multi and isinstance(value, str):
+        return [part.strip() for part in value.split(separator) if part.strip()]
+    if multi and isinstance(value, list):
+        parts = value
+    elif multi:
+        raise DataError(
+            f"{where(row)}: multi-label labels must be a string or a list, got {describe(value)}"
+        )
+    for part in parts:
+        if isinstance(part, bool) or not isinstance(part, str | int):
+            raise DataError(
+                f"{where(row)}: a class label must be a string or an integer id, "
+                f"got {describe(part)}"
+            )
+    return parts
+
+
+def _name(part: str | int) -> str:
+    """An integer class id is named by its decimal text in the label set."""
+    return part if isinstance(part, str) else str(part)
+
+
+_OTHER = {
+    "a string": "an integer id",
+    "an integer id": "a string",
+    "a list": "a separated string",
+    "a separated string": "a list",
+}
+
+
+def check_class_column(
+    values: Sequence[Any], multi: bool, separator: str, where: Where
+) -> list[Any]:
+    """Refuse a class-label column that mixes strings and integer ids (or, multi-label,
+    strings and lists), or holds two labels that differ only in whitespace."""
+    first: dict[str, int] = {}  # kind of label -> first row with it
+    spaced: dict[str, tuple[str, int]] = {}  # label with whitespace collapsed -> (label, row)
+    for row, value in enumerate(values):
+        if is_missing(value):
+            continue
+        parts = _names(value, multi, separator, row, where)
+        kinds = {"a string" if isinstance(p, str) else "an integer id" for p in parts}
+        if len(kinds) > 1:
+            raise DataError(f"{where(row)}: label {value!r} mixes strings and integer ids")
+        if multi:
+            kinds.add("a list" if isinstance(value, list) else "a separated string")
+        for kind in kinds:
+            other = _OTHER[kind]
+            if other in first:
+                raise DataError(
+                    f"{where(row)}: label {value!r} is {kind} but {row_of(where, first[other])} "
+                    f"has {other}; a label column holds one kind"
+                )
+            first.setdefault(kind, row)
+        for part in parts:
+            if not isinstance(part, str):
+                continue
+            key = " ".join(part.split())
+            seen, at = spaced.setdefault(key, (part, row))
+            if seen != part:
+                raise DataError(
+                    f"{where(row)}: label {part!r} differs from {seen!r} "
+                    f"({row_of(where, at)}) only in whitespace"
+                )
+    return list(values)
 
 
 @TASK_TYPES.register("classification")
@@ -36,14 +110,14 @@ class Classification(TaskType):
         if config.labels is not None:
             labels = list(config.labels)
         else:
-            seen: set[str] = set()
-            for value in train_values:
-                if is_missing(value):
-                    continue
-                multi = config.multi_label
-                parts = _split(value, config.label_separator) if multi else [str(value)]
-                seen.update(parts)
-            labels = sorted(seen)
+            seen: set[Any] = set()
+            for row, value in enumerate(train_values):
+                if not is_missing(value):
+                    seen.update(
+                        _names(value, config.multi_label, config.label_separator, row, where)
+                    )
+            # integer ids in numeric order, named by their decimal text
+            labels = [_name(p) for p in sorted(seen, key=lambda p: (isinstance(p, str), p))]
         if len(labels) < 2 and not config.multi_label:
             raise DataError(f"{where(-1)}: classification needs at least 2 labels, found {labels}")
         return TaskSpec(
@@ -58,15 +132,26 @@ class Classification(TaskType):
             weight=config.weight,
         )
 
+    def read_labels(
+        self, config: TaskConfig, values: Sequence[Any], where: Where, text_cells: bool
+    ) -> list[Any]:
+        """Class labels: all strings or all integer ids (never bools or floats), no two
+        differing only in whitespace; multi-label: separated strings or lists."""
+        return check_class_column(values, config.multi_label, config.label_separator, where)
+
     def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
         if is_missing(value):
             return None
         index = {label: i for i, label in enumerate(spec.labels)}
-        parts = _split(value, spec.label_separator) if spec.multi_label else [str(value)]
+        parts = [
+            _name(p) for p in _names(value, spec.multi_label, spec.label_separator, row, where)
+        ]
         for part in parts:
             if part not in index:
+                near = [x for x in spec.labels if x.split() == part.split()]
+                hint = f" (it differs from {near[0]!r} only in whitespace)" if near else ""
                 raise DataError(
-                    f"{where(row)}: label '{part}' is not in the label set {spec.labels}"
+                    f"{where(row)}: label {part!r} is not in the label set {spec.labels}{hint}"
                 )
         if spec.multi_label:
             return [index[p] for p in parts]

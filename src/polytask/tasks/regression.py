@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -10,20 +11,39 @@ import numpy as np
 import torch
 
 from polytask.errors import DataError
-from polytask.tasks.base import TASK_TYPES, TaskSpec, TaskType, Where, is_missing
+from polytask.tasks.base import TASK_TYPES, TaskSpec, TaskType, Where, describe, is_missing
 
 if TYPE_CHECKING:
     from polytask.config import TaskConfig
 
 
+#: a decimal number as CSV text: optional sign, digits with an optional point, exponent
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _to_float(value: Any, row: int, where: Where) -> float:
+    """A target as a float: a JSON number (never a bool or a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(f"{where(row)}: regression target must be a number, got {describe(value)}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where(row)}: regression target {value!r} is not a number") from None
+    except OverflowError:
+        number = math.inf
     if not math.isfinite(number):
         raise DataError(f"{where(row)}: regression target is {value!r} (NaN/inf is not allowed)")
     return number
+
+
+def parse_number(text: str, row: int, where: Where) -> float | None:
+    """A CSV cell's target: a decimal number (surrounding spaces allowed), ``None`` for a
+    blank cell; anything else (``NaN``, ``inf``, ``1_000``, ``1,5``) is refused."""
+    if not text.strip():
+        return None
+    if _NUMBER.fullmatch(text.strip()) is None:
+        if text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise DataError(f"{where(row)}: regression target is {text!r} (NaN/inf is not allowed)")
+        raise DataError(f"{where(row)}: regression target {text!r} is not a number")
+    return _to_float(float(text), row, where)
 
 
 @TASK_TYPES.register("regression")
@@ -54,6 +74,18 @@ class Regression(TaskType):
             critical=config.critical is not False,  # None: not resolved by a RunConfig
             weight=config.weight,
         )
+
+    def read_labels(
+        self, config: TaskConfig, values: Sequence[Any], where: Where, text_cells: bool
+    ) -> list[Any]:
+        """Targets: numbers (int or float, never bool) or null; in a CSV/TSV file, cells
+        written as decimal numbers (a blank cell: unlabelled)."""
+        if text_cells:
+            return [
+                parse_number(v, i, where) if isinstance(v, str) else _to_float(v, i, where)
+                for i, v in enumerate(values)
+            ]
+        return [None if v is None else _to_float(v, i, where) for i, v in enumerate(values)]
 
     def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
         if is_missing(value):

@@ -9,7 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from polytask.errors import DataError
-from polytask.tasks.base import IGNORE_INDEX, TASK_TYPES, TaskSpec, TaskType, Where, is_missing
+from polytask.tasks.base import (
+    IGNORE_INDEX,
+    TASK_TYPES,
+    TaskSpec,
+    TaskType,
+    Where,
+    describe,
+    is_missing,
+    row_of,
+)
 
 if TYPE_CHECKING:
     from polytask.config import TaskConfig
@@ -18,9 +27,52 @@ if TYPE_CHECKING:
 def _tags(value: Any, row: int, where: Where) -> list[str]:
     if isinstance(value, str):
         return value.split()
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value]
-    raise DataError(f"{where(row)}: tags must be a list or a space-separated string, got {value!r}")
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise DataError(
+        f"{where(row)}: tags must be a list of strings or a space-separated string, "
+        f"got {describe(value)}"
+    )
+
+
+def read_sequences(values: Sequence[Any], where: Where, what: str, empty: bool) -> list[Any]:
+    """Check a column of word or tag sequences: every non-empty cell is a list of strings,
+    or every one a space-separated string (one form per column); ``empty``: a null or blank
+    cell is allowed (an unlabelled row). Returns the cells unchanged."""
+    first: tuple[int, bool] | None = None  # (row, is a list) of the first cell
+    for row, value in enumerate(values):
+        if value is None or value == [] or (isinstance(value, str) and not value.strip()):
+            if not empty:
+                raise DataError(f"{where(row)}: no {what}")
+            continue
+        if not isinstance(value, str | list) or (
+            isinstance(value, list) and not all(isinstance(v, str) for v in value)
+        ):
+            raise DataError(
+                f"{where(row)}: {what} must be a list of strings or a space-separated string, "
+                f"got {describe(value)}"
+            )
+        if first is None:
+            first = (row, isinstance(value, list))
+        elif first[1] != isinstance(value, list):
+            forms = ("a list", "a string") if first[1] else ("a string", "a list")
+            raise DataError(
+                f"{where(row)}: {what} are {forms[1]} here but {forms[0]} on "
+                f"{row_of(where, first[0])}; use one form in the whole column"
+            )
+    return list(values)
+
+
+def check_tag_names(values: Sequence[Any], where: Where) -> None:
+    """Refuse a listed tag that is empty or holds whitespace (a tag is one word), so that
+    ``'B-PER '`` never becomes a second tag beside ``'B-PER'``."""
+    for row, value in enumerate(values):
+        if isinstance(value, list):
+            for tag in value:
+                if not tag or tag != "".join(tag.split()):
+                    raise DataError(
+                        f"{where(row)}: tag {tag!r} is empty or holds whitespace; a tag is one word"
+                    )
 
 
 @TASK_TYPES.register("tagging")
@@ -55,6 +107,21 @@ class Tagging(TaskType):
             weight=config.weight,
         )
 
+    def read_texts(self, config: TaskConfig, values: Sequence[Any], where: Where) -> list[Any]:
+        """The words of each row: a list of strings, or a string split on whitespace (one
+        form per column; an empty row is refused)."""
+        read_sequences(values, where, "words", empty=False)
+        return [v.split() if isinstance(v, str) else v for v in values]
+
+    def read_labels(
+        self, config: TaskConfig, values: Sequence[Any], where: Where, text_cells: bool
+    ) -> list[Any]:
+        """Tags as a list of strings or a space-separated string (one form per column); a
+        null or blank cell is an unlabelled row."""
+        read_sequences(values, where, "tags", empty=True)
+        check_tag_names(values, where)
+        return list(values)
+
     def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
         if is_missing(value):
             return None
@@ -62,7 +129,7 @@ class Tagging(TaskType):
         tags = _tags(value, row, where)
         for tag in tags:
             if tag not in index:
-                raise DataError(f"{where(row)}: tag '{tag}' is not in the label set {spec.labels}")
+                raise DataError(f"{where(row)}: tag {tag!r} is not in the label set {spec.labels}")
         return [index[t] for t in tags]
 
     def num_outputs(self, spec: TaskSpec) -> int:
