@@ -277,31 +277,16 @@ def _tokenizer_id(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256((tokenizer.name_or_path + vocab).encode()).hexdigest()
 
 
-def load_task_data(
+def read_task(
     config: TaskConfig,
-    tokenizer: PreTrainedTokenizerBase,
-    max_length: int,
     seed: int,
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
-    tasks: Mapping[str, TaskConfig] | None = None,
-) -> TaskData:
-    """Load, validate, encode and tokenise the splits of one task.
-
-    ``spec`` (from a saved model) replaces fitting the label set on the training split;
-    ``only`` restricts which splits are read; ``tasks`` (every task of the run by name)
-    lets an ``lm`` task read other tasks' texts (``data.from_tasks``).
-    """
-    if config.type == "lm":
-        from polytask.data.texts import load_text_data
-
-        return load_text_data(config, tokenizer, max_length, seed, spec, only, tasks)
-    if config.type == "instruction":
-        from polytask.data.instructions import load_instruction_data
-
-        return load_instruction_data(config, tokenizer, max_length, seed, spec, only)
-    ttype = task_type(config.type)
-    cols = config.columns
+) -> tuple[TaskSpec, dict[str, Path], dict[str, datasets.Dataset]]:
+    """Read, check and encode the splits of a classification, tagging or regression task
+    (no tokenizer): its spec, each split's file, and per split ``text`` (``text_pair``) and
+    ``target`` columns, subsets (``max_*_examples``) drawn with ``seed``."""
+    ttype, cols = task_type(config.type), config.columns
     paths = _split_paths(config)
     if only is not None:
         missing = [s for s in only if s not in paths]
@@ -333,13 +318,40 @@ def load_task_data(
             f"(max_validation_examples={config.data.max_validation_examples}) has a label in "
             f"column '{cols.label}'; the task is evaluated on it"
         )
+    return spec, {s: p[0] for s, p in paths.items()}, raw
 
+
+def load_task_data(
+    config: TaskConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    seed: int,
+    spec: TaskSpec | None = None,
+    only: tuple[str, ...] | None = None,
+    tasks: Mapping[str, TaskConfig] | None = None,
+) -> TaskData:
+    """Load, validate, encode and tokenise the splits of one task.
+
+    ``spec`` (from a saved model) replaces fitting the label set on the training split;
+    ``only`` restricts which splits are read; ``tasks`` (every task of the run by name)
+    lets an ``lm`` task read other tasks' texts (``data.from_tasks``).
+    """
+    if config.type == "lm":
+        from polytask.data.texts import load_text_data
+
+        return load_text_data(config, tokenizer, max_length, seed, spec, only, tasks)
+    if config.type == "instruction":
+        from polytask.data.instructions import load_instruction_data
+
+        return load_instruction_data(config, tokenizer, max_length, seed, spec, only)
+    ttype, cols = task_type(config.type), config.columns
+    spec, paths, raw = read_task(config, seed, spec, only)
     tok_id = _tokenizer_id(tokenizer)
     splits = {}
     for split, ds in raw.items():
         featurize = _Featurizer(ttype, tokenizer, cols.text_pair is not None, max_length)
         fingerprint = _fingerprint(
-            _content_id(paths[split][0]),
+            _content_id(paths[split]),
             split,
             seed,
             config.data.model_dump(),
