@@ -418,6 +418,82 @@ def _(ws: Workspace) -> None:
     path.write_bytes(path.read_text("utf-8").encode("utf-16"))
 
 
+def set_cell(ws: Workspace, task: str, split: str, row: int, column: str, value: Any) -> None:
+    """Replace one cell of a good data file (``row`` counts from 0)."""
+    rows = ws.rows(task, split)
+    rows[row][column] = value
+    ws.write_rows(ws.data(task, split), rows)
+
+
+@data_case("data-label-is-a-list", "sent/train.jsonl, line 3, column 'label'", "a list")
+def _(ws: Workspace) -> None:
+    set_cell(ws, "sent", "train", 2, "label", ["pos"])
+
+
+@data_case("data-label-is-a-dict", "sent/validation.jsonl, line 2, column 'label'", "a dict")
+def _(ws: Workspace) -> None:
+    set_cell(ws, "sent", "validation", 1, "label", {"name": "pos"})
+
+
+@data_case("data-label-is-a-bool", "sent/train.jsonl, line 4, column 'label'", "a bool true")
+def _(ws: Workspace) -> None:
+    set_cell(ws, "sent", "train", 3, "label", True)
+
+
+@data_case(
+    "data-label-number-among-strings",
+    "sent/train.jsonl, line 5, column 'label'",
+    "is an integer id but line 1 has a string",
+)
+def _(ws: Workspace) -> None:
+    set_cell(ws, "sent", "train", 4, "label", 1)
+
+
+@data_case(
+    "data-label-whitespace-variant",
+    "sent/train.jsonl, line 6, column 'label'",
+    "differs from",
+    "only in whitespace",
+)
+def _(ws: Workspace) -> None:
+    rows = ws.rows("sent", "train")
+    first = rows[0]["label"]
+    later = next(i for i, r in enumerate(rows) if i > 4 and r["label"] == first)
+    rows[later]["label"] = first + " "
+    ws.write_rows(ws.data("sent", "train"), rows)
+    assert later == 5, later  # the expected line above
+
+
+@data_case(
+    "data-tokens-string-among-lists",
+    "tags/train.jsonl, line 2, column 'tokens'",
+    "words are a string here but a list on line 1",
+)
+def _(ws: Workspace) -> None:
+    rows = ws.rows("tags", "train")
+    set_cell(ws, "tags", "train", 1, "tokens", " ".join(rows[1]["tokens"]))
+
+
+@data_case(
+    "data-validation-labels-all-null",
+    "reg/validation.jsonl",
+    "column 'score' has no label in any row",
+)
+def _(ws: Workspace) -> None:
+    rows = ws.rows("reg", "validation")
+    ws.write_rows(ws.data("reg", "validation"), [{**r, "score": None} for r in rows])
+
+
+@data_case(
+    "data-regression-bool-column",
+    "reg/train.jsonl, line 1, column 'score'",
+    "regression target must be a number, got a bool",
+)
+def _(ws: Workspace) -> None:
+    rows = ws.rows("reg", "train")
+    ws.write_rows(ws.data("reg", "train"), [{**r, "score": i % 2 == 0} for i, r in enumerate(rows)])
+
+
 # ---------------------------------------------------------------- run directories
 
 
