@@ -381,6 +381,7 @@ def _run_all(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[
                             "equal_step_s": res["equal_s"],
                             "aggregate_ms": res.get("aggregate_ms", {}).get(method),
                             "repeats": args.repeats,
+                            "run": args.run,  # the invocation: rows of one run share it
                         }
                     )
     return rows, errors
@@ -416,6 +417,7 @@ def main() -> None:
         args.threads = 1 if args.quick else 2
     if args.out is None:  # a smoke test never overwrites the real results
         args.out = Path(tempfile.gettempdir()) / "step_cost.quick.json" if args.quick else RESULTS
+    args.run = time.strftime("%Y-%m-%dT%H:%M:%S")
     rows, errors = _run_all(args)
     import torch
 
