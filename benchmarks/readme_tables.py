@@ -1,19 +1,48 @@
-"""Markdown tables for the README, rendered from the committed benchmark results.
+"""Every published number block of the README and docs, rendered from committed JSON.
 
-    python benchmarks/readme_tables.py step_cost|soft_penalty|serve_load|throughput  # prints
+    python benchmarks/readme_tables.py --write         # rewrite every marked block
+    python benchmarks/readme_tables.py --check         # exit 1 if any block differs
+    python benchmarks/readme_tables.py step_cost       # print one block
 
-The README's numbers come from ``benchmarks/results/*.json`` only; this script formats
-them, it measures nothing.
+A block is the text between ``<!-- NAME -->`` and ``<!-- /NAME -->`` in ``README.md`` or a
+``docs/**/*.md`` file. Each NAME has one entry in ``BLOCKS``: the JSON files it reads
+(``benchmarks/results/*.json``, ``docs/results/*.json``), the command that wrote them and
+a function that formats them. This script measures nothing; a block whose JSON is not
+committed says which command would write it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS_RESULTS = ROOT / "docs" / "results"
+RENDER = "python benchmarks/readme_tables.py --write"
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def _missing(path: Path, command: str, how: str) -> str:
+    """The text of a block whose JSON is not committed: no number, only the way to one."""
+    return (
+        f"Not measured in a committed file yet. `{command}` {how}; commit it as "
+        f"`{_rel(path)}` and run `{RENDER}`."
+    )
+
 
 # name -> (paper, kind, cost class); the full table with hyperparameters is docs/methods.md
 METHODS: dict[str, tuple[str, str, str]] = {
@@ -64,8 +93,67 @@ def _rounds(data: dict[str, Any]) -> str:
     return f"{base} ({extra})" if extra else str(base)
 
 
+def _upgrad_three_ways(data: dict[str, Any], Ts: list[int]) -> list[str]:
+    """UPGrad by polytask, a naive loop and torchjd; says "same run" only when it is one."""
+    rows = data["rows"]
+    table: list[str] = []
+    runs: set[Any] = set()
+    rounds_differ = False
+    for mode, ours in (("multi-input", "polytask-segments"), ("single-input", "polytask-exact")):
+        for T in Ts:
+            cells = []
+            for impl in (ours, "naive-loop", "torchjd"):
+                match = [
+                    r
+                    for r in rows
+                    if r["mode"] == mode
+                    and r["T"] == T
+                    and r["impl"] == impl
+                    and r["method"] == "upgrad"
+                ]
+                cells.append(match[0] if match else None)
+            found = [c for c in cells if c is not None]
+            runs |= {c.get("run") for c in found}
+            rounds = [str(c.get("repeats", data["repeats"])) for c in found]
+            rounds_differ |= len(set(rounds)) > 1
+            table.append(
+                f"| {mode} | {T} | {_ratio(rows, mode=mode, T=T, method='upgrad', impl=ours)} | "
+                f"{_ratio(rows, mode=mode, T=T, method='upgrad', impl='naive-loop')} | "
+                f"{_ratio(rows, mode=mode, T=T, method='upgrad', impl='torchjd')} | "
+                + " / ".join(str(c["peak_mb"]) if c else "—" for c in cells)
+                + f" | {' / '.join(rounds)} |"
+            )
+    one_run = len(runs) == 1 and None not in runs
+    title = (
+        "UPGrad three ways, same run"
+        if one_run
+        else "UPGrad three ways, not one run (the JSON merges several invocations of "
+        "`benchmarks/step_cost.py`, see its `merge_notes`)"
+    )
+    lines = [
+        "",
+        f"{title}: each cell is the ratio ÷ the equal step timed in that cell's own process, "
+        "and that process's peak RSS:",
+        "",
+        "| mode | T | polytask | naive loop (T × `backward(retain_graph=True)`) | torchjd 0.18 "
+        "| peak MB polytask / naive / torchjd | rounds polytask / naive / torchjd |",
+        "|---|---:|---:|---:|---:|---|---|",
+        *table,
+    ]
+    if not one_run:
+        lines += [
+            "",
+            "A row whose rounds differ mixes measurements of different invocations; rows with "
+            "equal rounds may still come from different invocations (these rows carry no run "
+            "id; rows written from now on do, in `run`).",
+        ]
+    elif rounds_differ:  # pragma: no cover - one run has one --repeats
+        raise ValueError("one run with different rounds")
+    return lines
+
+
 def step_cost() -> str:
-    data = json.loads((RESULTS / "step_cost.json").read_text())
+    data = _load(RESULTS / "step_cost.json")
     rows = data["rows"]
     Ts = sorted({r["T"] for r in rows})
     big = max(Ts)
@@ -73,7 +161,7 @@ def step_cost() -> str:
     lines = [
         f"Step time ÷ the equal-weighted step, bundled MiniLM on CPU ({data['threads']} threads), "
         f"{data['per_task']} examples per task, ≤ {data['length']} tokens, medians of "
-        f"{_rounds(data)} alternating rounds (`benchmarks/results/step_cost.json`). "
+        f"{_rounds(data)} alternating rounds. "
         "Multi-input: each task has its own rows (exact per-task gradients from one "
         "backward). Single-input: every task labels the same rows.",
         "",
@@ -102,32 +190,8 @@ def step_cost() -> str:
         "",
         "\\* `sum`/`mean` rows show the per-task gradient engine's own cost (the "
         "benchmark forces it); training takes one plain backward for them.",
-        "",
-        "UPGrad three ways, same run (ratio ÷ equal step; peak RSS of the process):",
-        "",
-        "| mode | T | polytask | naive loop (T × `backward(retain_graph=True)`) | torchjd 0.18 "
-        "| peak MB polytask / naive / torchjd |",
-        "|---|---:|---:|---:|---:|---|",
     ]
-    for mode, ours in (("multi-input", "polytask-segments"), ("single-input", "polytask-exact")):
-        for T in Ts:
-            peak = []
-            for impl in (ours, "naive-loop", "torchjd"):
-                match = [
-                    r
-                    for r in rows
-                    if r["mode"] == mode
-                    and r["T"] == T
-                    and r["impl"] == impl
-                    and r["method"] == "upgrad"
-                ]
-                peak.append(str(match[0]["peak_mb"]) if match else "—")
-            lines.append(
-                f"| {mode} | {T} | {_ratio(rows, mode=mode, T=T, method='upgrad', impl=ours)} | "
-                f"{_ratio(rows, mode=mode, T=T, method='upgrad', impl='naive-loop')} | "
-                f"{_ratio(rows, mode=mode, T=T, method='upgrad', impl='torchjd')} | "
-                f"{' / '.join(peak)} |"
-            )
+    lines += _upgrad_three_ways(data, Ts)
     model = [T for T in Ts if _ratio(rows, T=T, method="floor_exact", impl="cost-model") != "—"]
     if model:
         lines += [
@@ -153,15 +217,133 @@ def step_cost() -> str:
                 f"| {T} | {cell['forward']} | {cell['forward+activation_backward']} | "
                 f"{cell['floor_act']} | {cell['floor_exact']} | {exact} |"
             )
+    return "\n".join(lines) + "\n\n" + step_cost_targets()
+
+
+# the issue's targets for the step-cost ratios, checked against the JSON
+TARGET_AGGREGATORS = {4: 1.2, 8: 1.3}  # multi-input, every aggregator
+TARGET_O1_WEIGHTINGS = 1.05  # multi-input T=4
+TARGET_FAMO = 1.35
+TARGET_REPRESENTATION = 1.1
+TARGET_EXACT = {4: 2.5, 8: 4.0}  # single-input exact
+O1_WEIGHTINGS = ("rlw", "dwa", "uncertainty", "scale_norm")
+
+
+def _values(rows: list[dict[str, Any]], **key: Any) -> list[float]:
+    return [r["ratio_vs_equal"] for r in rows if all(r.get(k) == v for k, v in key.items())]
+
+
+def _span(values: list[float]) -> str:
+    if not values:
+        return "—"
+    lo, hi = min(values), max(values)
+    return f"{lo:.2f}×" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}–{hi:.2f}×"
+
+
+def _verdict(values: list[float], target: float) -> str:
+    if not values:
+        return "not measured"
+    return "met" if max(values) <= target else "missed"
+
+
+def step_cost_targets() -> str:
+    """The measured ratios against the issue's targets, as a list."""
+    data = _load(RESULTS / "step_cost.json")
+    rows = data["rows"]
+    aggregators = [n for n, (_, kind, _) in METHODS.items() if kind == "gradient"]
+    lines = ["Against the issue's targets:", ""]
+    parts = []
+    for T, target in TARGET_AGGREGATORS.items():
+        v = [
+            x
+            for m in aggregators
+            for x in _values(rows, mode="multi-input", T=T, method=m, impl="polytask-segments")
+        ]
+        parts.append(f"{_span(v)} at T={T} (target ≤ {target}×: {_verdict(v, target)})")
+    solver = [
+        r["aggregate_ms"]
+        for r in rows
+        if r["mode"] == "multi-input" and r.get("aggregate_ms") is not None
+    ]
+    lines.append(
+        "- **Multi-input, exact per-task gradients** (the usual NLP layout), every "
+        "aggregator: "
+        + "; ".join(parts)
+        + (f"; the solvers themselves take at most {max(solver):.2f} ms." if solver else ".")
+    )
+    parts = []
+    for T in (4, 8):
+        v = [
+            x
+            for m in O1_WEIGHTINGS
+            for x in _values(rows, mode="multi-input", T=T, method=m, impl="polytask-weighting")
+        ]
+        parts.append(f"{_span(v)} at T={T}")
+    v4 = [
+        x
+        for m in O1_WEIGHTINGS
+        for x in _values(rows, mode="multi-input", T=4, method=m, impl="polytask-weighting")
+    ]
+    lines.append(
+        f"- **{', '.join(O1_WEIGHTINGS)}**: "
+        + ", ".join(parts)
+        + f" (target ≤ {TARGET_O1_WEIGHTINGS}× at T=4: "
+        f"{_verdict(v4, TARGET_O1_WEIGHTINGS)})."
+    )
+    famo = {
+        r["T"]: r["ratio_vs_equal"]
+        for r in rows
+        if r["method"] == "famo" and r["impl"] == "polytask-weighting"
+    }
+    nxt = {
+        r["T"]: r["ratio_vs_equal"]
+        for r in rows
+        if r["method"] == "famo[next_batch]" and r["impl"] == "polytask-weighting"
+    }
+    lines.append(
+        "- **FAMO** (the paper's extra no-grad forward of the same batch): "
+        + ", ".join(f"{v:.2f}× at T={T}" for T, v in sorted(famo.items()))
+        + f" (target ≤ {TARGET_FAMO}×: {_verdict(list(famo.values()), TARGET_FAMO)}); "
+        "`famo[next_batch]`: "
+        + ", ".join(f"{v:.2f}× at T={T}" for T, v in sorted(nxt.items()))
+        + "."
+    )
+    v = [
+        x
+        for T in (4, 8)
+        for m in aggregators
+        for x in _values(rows, mode="single-input", T=T, method=m, impl="polytask-representation")
+    ]
+    lines.append(
+        f"- **Single-input, representation level**, every aggregator at T=4 and T=8: "
+        f"{_span(v)} (target ≤ {TARGET_REPRESENTATION}×: "
+        f"{_verdict(v, TARGET_REPRESENTATION)})."
+    )
+    parts = []
+    for T, target in TARGET_EXACT.items():
+        v = [
+            x
+            for m in aggregators
+            for x in _values(rows, mode="single-input", T=T, method=m, impl="polytask-exact")
+        ]
+        naive = _ratio(rows, mode="single-input", T=T, method="upgrad", impl="naive-loop")
+        jd = _ratio(rows, mode="single-input", T=T, method="upgrad", impl="torchjd")
+        floor = _ratio(rows, mode="single-input", T=T, method="floor_exact", impl="cost-model")
+        parts.append(
+            f"{_span(v)} at T={T} (target ≤ {target:g}×: {_verdict(v, target)}; UPGrad by a "
+            f"naive loop {naive}, by torchjd {jd}; floor of T activation + T weight-gradient "
+            f"passes {floor})"
+        )
+    lines.append("- **Single-input, exact**, every aggregator: " + "; ".join(parts) + ".")
     return "\n".join(lines)
 
 
 def soft_penalty() -> str:
-    data = json.loads((RESULTS / "soft_penalty.json").read_text())
+    data = _load(RESULTS / "soft_penalty.json")
     lines = [
         f"Penalty value + gradient, T copies of MiniLM ({data['rows'][0]['params_per_copy']:,} "
         f"parameters each), CPU, {data['threads']} threads, medians of {data['repeats']} "
-        "alternating rounds (`benchmarks/results/soft_penalty.json`):",
+        "alternating rounds:",
         "",
         "| T | loop over pairs × parameters (autograd) | polytask (O(T) closed form) "
         "| speedup | relative difference of the value | of the gradient |",
@@ -176,14 +358,14 @@ def soft_penalty() -> str:
 
 
 def serve_load() -> str:
-    data = json.loads((RESULTS / "serve_load.json").read_text())
+    data = _load(RESULTS / "serve_load.json")
     summary = data["summary"]
     lines = [
-        f"`python benchmarks/serve_load.py`: {data['run']}, task `{data['task']}`, one text per "
+        f"{data['run']}, task `{data['task']}`, one text per "
         f"request, closed-loop clients on 127.0.0.1 in their own process, "
         f"{data['seconds_per_cell']:g} s per cell, {data['threads']} torch thread(s) per server, "
         f"{data['cpus']} CPUs; batching on = `{data['modes']['on']}`, off = "
-        f"`{data['modes']['off']}` (`benchmarks/results/serve_load.json`):",
+        f"`{data['modes']['off']}`:",
         "",
         "| clients | batching | requests/s | p50 ms | p99 ms | errors | mean inputs per batch |",
         "|---:|---|---:|---:|---:|---:|---:|",
@@ -203,17 +385,17 @@ def serve_load() -> str:
 
 
 def throughput() -> str:
-    data = json.loads((RESULTS / "throughput.json").read_text())
+    data = _load(RESULTS / "throughput.json")
     names = {
         "article_loop": "plain loop in the style of the source article (pad every batch to 128)",
         "polytask": "polytask (length-bucketed batches, dynamic padding)",
     }
     lines = [
-        "`python benchmarks/throughput.py` trains the same hard-sharing model (bundled MiniLM, "
-        f"the three bundled tasks, batch {data['batch_size']}, one task per step, AdamW) two "
-        "ways, each measurement in its own process, alternating, medians of "
-        f"{data['repeats']} rounds × {data['steps']} timed steps; from "
-        f"`benchmarks/results/throughput.json` (2-core CPU, {data['threads']} threads):",
+        "The same hard-sharing model (bundled MiniLM, "
+        f"the three bundled tasks, batch {data['batch_size']}, one task per step, AdamW) trained "
+        "two ways, each measurement in its own process, alternating, medians of "
+        f"{data['repeats']} rounds × {data['steps']} timed steps (2-core CPU, "
+        f"{data['threads']} threads):",
         "",
         "| data path | examples/s | padded tokens / example | peak RSS | speedup |",
         "|---|---:|---:|---:|---:|",
@@ -234,7 +416,8 @@ def throughput() -> str:
         lines += [
             "",
             f"fp32 against bf16 autocast (`train.mixed_precision: bf16`) on the same CPU, which "
-            f"{native} native bf16: {precision['config']}, one run per precision in its own "
+            f"{native} native bf16 (`python benchmarks/throughput.py --parts precision`): "
+            f"{precision['config']}, one run per precision in its own "
             "process, fp32 first; examples/s over the training steps after two warm-up steps"
             + _load_note(precision)
             + ":",
@@ -262,19 +445,475 @@ def _load_note(part: dict[str, Any]) -> str:
     return f", measured while other jobs shared the 2 cores (1-minute load average {span})"
 
 
-TABLES = {
-    "step_cost": step_cost,
-    "soft_penalty": soft_penalty,
-    "serve_load": serve_load,
-    "throughput": throughput,
+# ---- runs of `polytask train` (final_metrics.json) ----------------------------------------
+
+DEMO = DOCS_RESULTS / "demo.json"
+ARCHITECTURES = ("hard", "soft", "task_embedding", "film", "prefix", "mmoe", "switch")
+
+
+def _metric_names(final: dict[str, Any], task: str) -> list[str]:
+    primary = final["primary_metric"][task]
+    values = final["tasks"][task].get("validation", {})
+    return [primary] + [m for m in values if m not in (primary, "loss", "perplexity")]
+
+
+def _metrics(values: dict[str, Any], names: list[str], bold: bool = False) -> str:
+    if not values:
+        return "—"
+    cells = [f"{values[m]:.3f}" if m in values else "—" for m in names]
+    if bold:
+        cells[0] = f"**{cells[0]}**"
+    return " / ".join(cells)
+
+
+def final_metrics_table(final: dict[str, Any]) -> str:
+    """The per-task table of one `polytask train` run's ``final_metrics.json``."""
+    lines = [
+        "| task | metric | validation | test | majority-class baseline (test) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for task, values in final["tasks"].items():
+        names = _metric_names(final, task)
+        primary = " (primary)" if task == final.get("primary_task") else ""
+        majority = values.get("majority_accuracy")
+        lines.append(
+            f"| {task}{primary} | {' / '.join(names)} | "
+            f"{_metrics(values.get('validation', {}), names)} | "
+            f"{_metrics(values.get('test', {}), names, bold=True)} | "
+            f"{'—' if majority is None else f'{majority:.3f}'} |"
+        )
+    p = final["params"]
+    heads = " / ".join(f"{n:,}" for n in p.get("per_task", {}).values())
+    lines += [
+        "",
+        f"{final['steps']} training steps in {final['train_seconds']:g} s "
+        f"(`train_seconds`), best checkpoint at step {final['best_step']}; parameters: "
+        f"{p['total']:,} in all, {p['shared']:,} shared, {heads} per task, "
+        f"{p['trainable']:,} trainable.",
+    ]
+    return "\n".join(lines)
+
+
+def demo_results() -> str:
+    if not DEMO.is_file():
+        return _missing(
+            DEMO, "make demo", "trains the bundled demo and writes `runs/demo/final_metrics.json`"
+        )
+    return final_metrics_table(_load(DEMO))
+
+
+def _architecture_file(name: str) -> Path:
+    return DEMO if name == "hard" else DOCS_RESULTS / f"architecture-{name}.json"
+
+
+def architectures() -> str:
+    """One row per architecture run on the bundled demo whose final_metrics.json is committed."""
+    found = [(n, _architecture_file(n)) for n in ARCHITECTURES if _architecture_file(n).is_file()]
+    if not found:
+        return _missing(
+            DOCS_RESULTS / "architecture-NAME.json",
+            "polytask train -o runs/NAME architecture.name=NAME",
+            "writes `runs/NAME/final_metrics.json` (hard sharing: `docs/results/demo.json`; "
+            "expert routing: `polytask eval runs/NAME` shows `report.json`)",
+        )
+    first = _load(found[0][1])
+    tasks = list(first["tasks"])
+    lines = [
+        "| run | steps | "
+        + " | ".join(f"{t} {first['primary_metric'][t]} (test)" for t in tasks)
+        + " | trainable parameters | JSON |",
+        "|---|---:|" + "---:|" * len(tasks) + "---:|---|",
+    ]
+    for name, path in found:
+        final = _load(path)
+        cells = []
+        for t in tasks:
+            test = final["tasks"].get(t, {}).get("test", {})
+            metric = final["primary_metric"].get(t)
+            cells.append(f"{test[metric]:.3f}" if metric in test else "—")
+        lines.append(
+            f"| `{name}` | {final['steps']} | "
+            + " | ".join(cells)
+            + f" | {final['params']['trainable']:,} | `{_rel(path)}` |"
+        )
+    return "\n".join(lines)
+
+
+def prefix_results() -> str:
+    path = _architecture_file("prefix")
+    if not path.is_file():
+        return _missing(
+            path,
+            "polytask train configs/prefix-demo.yaml -o runs/prefix",
+            "writes `runs/prefix/final_metrics.json`",
+        )
+    return final_metrics_table(_load(path))
+
+
+# ---- diagnostics and experiments (docs/results, written by the polytask commands) ---------
+
+SWEEP = DOCS_RESULTS / "sweep-aux.json"
+
+
+def sweep_aux() -> str:
+    if not SWEEP.is_file():
+        return _missing(
+            SWEEP,
+            "polytask sweep-aux configs/demo_aux.yaml --out runs/sweep-aux ...",
+            "(the full command is in `docs/auxiliary.md`) writes `runs/sweep-aux/sweep_aux.json`",
+        )
+    from polytask.sweep import markdown
+
+    return markdown(_load(SWEEP)).rstrip("\n")
+
+
+def compare() -> str:
+    """``compare.md`` as ``polytask compare`` writes it, its summary lines as a list."""
+    from polytask.compare_summary import markdown
+
+    lines = markdown(_load(DOCS_RESULTS / "compare.json")).rstrip("\n").splitlines()
+    return "\n".join(
+        f"- {line}" if line and not line.startswith(("|", "**")) else line for line in lines
+    )
+
+
+def diversity() -> str:
+    from polytask.diversity import markdown
+
+    data = _load(DOCS_RESULTS / "diversity.json")
+    timing = data.get("timing", {})
+    train = ", ".join(f"{a} {v['train_seconds']:g} s" for a, v in data["arms"].items())
+    lines = [
+        markdown(data).rstrip("\n"),
+        "",
+        f"Wall time {timing.get('wall_seconds', data['seconds']):g} s for the untuned "
+        f"evaluation and both arms (training: {train}; "
+        f"{timing.get('torch_threads', '?')} torch thread(s)"
+        + (f", {timing['cpu_seconds']:g} s of CPU" if "cpu_seconds" in timing else "")
+        + (
+            ", 1-minute load average {} before, {} after".format(
+                *timing["load_average_before_after"]
+            )
+            if "load_average_before_after" in timing
+            else ""
+        )
+        + ").",
+    ]
+    return "\n".join(lines)
+
+
+INSTRUCT = DOCS_RESULTS / "instruct_smollm2.json"
+
+
+def instruct() -> str:
+    data = _load(INSTRUCT)
+    a = data["adapter"]
+    p = data["params"]
+    lines = [
+        f"Config `{data['config']}`"
+        + (f" with `{' '.join(data['overrides'])}`" if data["overrides"] else "")
+        + f": {a['adapter']} r={a['r']}, alpha {a['alpha']}, dropout {a['dropout']:g} on "
+        f"{', '.join(a['target_modules'])} ({p['trainable']:,} trained of {p['total']:,} "
+        f"parameters), {data['steps']} steps, {data['examples']:,} training examples. "
+        "Validation, untuned → tuned:",
+        "",
+        "| task | metric | untuned | tuned | Δ |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for task, row in data["tasks"].items():
+        name = f"{task} (held out)" if row["held_out"] else task
+        for metric in ("accuracy", "macro_f1", "entity_f1", "loss"):
+            if metric in row["tuned"]:
+                before, after = row["untuned"][metric], row["tuned"][metric]
+                delta = f"{after - before:+.3f}".replace("-", "−")
+                lines.append(f"| {name} | {metric} | {before:.3f} | {after:.3f} | {delta} |")
+    s = data["seconds"]
+    load = data.get("load_average_before_after")
+    lines += [
+        "",
+        f"Wall time {s['total'] / 60:.1f} min: untuned evaluation {s['untuned_eval'] / 60:.1f} "
+        f"min, training with its evaluation {s['train_and_final_eval'] / 60:.1f} min (loop "
+        f"{s['train_loop']:g} s); {data['torch_threads']} torch threads, {data['cpu_seconds']:g} "
+        "s of CPU"
+        + (f", 1-minute load average {load[0]} before, {load[1]} after" if load else "")
+        + ".",
+        "",
+        "Every run of this benchmark committed in `docs/results/`, each measured once with the "
+        "`instruct` config of its day:",
+        "",
+        "| JSON | steps | LoRA dropout | tasks | wall | sentiment acc. | movies acc. | entity F1 |",
+        "|---|---:|---:|---:|---:|---|---|---|",
+    ]
+    for path in sorted(DOCS_RESULTS.glob("instruct_smollm2*.json")):
+        run = _load(path)
+        t = run["tasks"]
+
+        def change(task: str, metric: str, t: dict[str, Any] = t) -> str:
+            if task not in t or metric not in t[task]["tuned"]:
+                return "—"
+            return f"{t[task]['untuned'][metric]:.3f} → {t[task]['tuned'][metric]:.3f}"
+
+        lines.append(
+            f"| `{path.name}` | {run['steps']} | {run['adapter'].get('dropout', 0):g} | "
+            f"{len(t)} | {run['seconds']['total'] / 60:.1f} min | {change('sentiment', 'accuracy')}"
+            f" | {change('movies', 'accuracy')} | {change('entities', 'entity_f1')} |"
+        )
+    return "\n".join(lines)
+
+
+def _check_pairs(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f"{p['a']} / {p['b']}": p for p in result["cosine"]["pairs"]}
+
+
+def check() -> str:
+    plain = _load(DOCS_RESULTS / "check-demo.json")
+    warm_path = DOCS_RESULTS / "check-demo-head-warmup-40.json"
+    warm = _load(warm_path) if warm_path.is_file() else None
+    head = "| pair | mean cosine | std | reading (random heads) |"
+    rule = "|---|---:|---:|---|"
+    if warm:
+        head += f" with `--head-warmup {warm['head_warmup']}` ({warm['seconds']:g} s) |"
+        rule += "---|"
+    lines = [
+        f"`polytask check` on the {plain['config']}, {plain['batches']} batches, "
+        f"{plain['seconds']:g} s:",
+        "",
+        head,
+        rule,
+    ]
+    warm_pairs = _check_pairs(warm) if warm else {}
+    for name, p in _check_pairs(plain).items():
+        row = f"| {name} | {p['mean']:+.3f} | {p['std']:.3f} | {p['label']} |"
+        if warm:
+            w = warm_pairs.get(name)
+            row += f" {w['mean']:+.3f} {w['label']} |" if w else " — |"
+        lines.append(row)
+    scale = plain["loss_scale"]
+    sizes = plain["datasets"]["sizes"]
+    lines += [
+        "",
+        "Raw losses "
+        + " / ".join(f"{v['loss']:.2f}" for v in scale["tasks"].values())
+        + f" ({scale['advice']}); "
+        + " / ".join(f"{n:,}" for n in sizes.values())
+        + f" training examples (imbalance {plain['datasets']['imbalance']:.1f}×). "
+        "Recommendations: "
+        + "; ".join(f"*{r['advice']}* ({r['evidence']})" for r in plain["recommendations"])
+        + ".",
+    ]
+    return "\n".join(lines)
+
+
+def _sci(value: float) -> str:
+    return "0" if value == 0 else f"{value:+.2e}".replace("-", "−")
+
+
+def affinity() -> str:
+    data = _load(DOCS_RESULTS / "affinity-demo.json")
+    tasks = data["tasks"]
+    lines = [
+        f"`polytask affinity` on the {data['config']} config, {data['steps']} steps "
+        f"({data['measured']} measured, every {data['every']}, {data['lookahead']} lookahead):",
+        "",
+        "| step on ↓ / loss of → | " + " | ".join(tasks) + " |",
+        "|---|" + "---:|" * len(tasks),
+    ]
+    for i, task in enumerate(tasks):
+        lines.append(f"| {task} | " + " | ".join(_sci(v) for v in data["matrix"][i]) + " |")
+    lines += ["", "| K | groups | score |", "|---|---|---:|"]
+    for k, entry in data["groups"].items():
+        groups = " ".join("{" + ", ".join(g) + "}" for g in entry["groups"])
+        lines.append(f"| {k} | {groups} | {_sci(entry['score'])} |")
+    return "\n".join(lines)
+
+
+def every_method() -> str:
+    path = RESULTS / "every_method.json"
+    data = _load(path)
+    written = {"finite", "validation", "seconds"}  # what benchmarks/every_method.py writes
+    if any("source" in r or not written <= set(r) for r in data["rows"]):
+        return _missing(
+            path,
+            "python benchmarks/every_method.py",
+            "trains every method briefly and writes it (the committed rows were typed in "
+            "from printed lines, so they are not published)",
+        )
+    lines = [
+        f"{data['steps']} steps per method, {data['batch_per_task']} examples per task per step, "
+        f"training loss averaged over the first and last {data['window']} steps "
+        f"(torch {data.get('torch', '?')}):",
+        "",
+        "| method | ok | "
+        + " | ".join(f"{t} loss first → last" for t in _every_tasks(data))
+        + " | seconds |",
+        "|---|---|" + "---|" * len(_every_tasks(data)) + "---:|",
+    ]
+    for r in data["rows"]:
+        cells = [f"{r['first_loss'][t]:.3f} → {r['last_loss'][t]:.3f}" for t in _every_tasks(data)]
+        lines.append(
+            f"| `{r['method']}` | {'yes' if r['ok'] else '**no**'} | "
+            + " | ".join(cells)
+            + f" | {r['seconds']:g} |"
+        )
+    ok = sum(r["ok"] for r in data["rows"])
+    lines += ["", f"{ok} of {len(data['rows'])} methods pass (every loss finite and falling)."]
+    return "\n".join(lines)
+
+
+def _every_tasks(data: dict[str, Any]) -> list[str]:
+    return list(data["rows"][0]["first_loss"]) if data["rows"] else []
+
+
+# ---- the blocks ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    render: Callable[[], str]
+    sources: tuple[Path, ...]
+    command: str
+
+    def text(self) -> str:
+        files = ", ".join(f"`{_rel(p)}`" for p in self.sources)
+        return (
+            f"{self.render()}\n\n"
+            f"<sub>Rendered by `{RENDER}` from {files}, written by `{self.command}`.</sub>"
+        )
+
+
+BLOCKS: dict[str, Block] = {
+    "demo-results": Block(
+        demo_results, (DEMO,), "make demo (runs/demo/final_metrics.json, copied)"
+    ),
+    "architectures": Block(
+        architectures,
+        (DOCS_RESULTS / "architecture-NAME.json",),
+        "polytask train -o runs/NAME architecture.name=NAME (final_metrics.json, copied)",
+    ),
+    "prefix-results": Block(
+        prefix_results,
+        (_architecture_file("prefix"),),
+        "polytask train configs/prefix-demo.yaml -o runs/prefix (final_metrics.json, copied)",
+    ),
+    "step_cost": Block(
+        step_cost,
+        (RESULTS / "step_cost.json",),
+        "python benchmarks/step_cost.py (later rows: --merge, see merge_notes)",
+    ),
+    "soft_penalty": Block(
+        soft_penalty, (RESULTS / "soft_penalty.json",), "python benchmarks/soft_penalty.py"
+    ),
+    "serve_load": Block(
+        serve_load, (RESULTS / "serve_load.json",), "python benchmarks/serve_load.py"
+    ),
+    "throughput": Block(
+        throughput, (RESULTS / "throughput.json",), "python benchmarks/throughput.py"
+    ),
+    "every_method": Block(
+        every_method, (RESULTS / "every_method.json",), "python benchmarks/every_method.py"
+    ),
+    "sweep-aux": Block(sweep_aux, (SWEEP,), "polytask sweep-aux (DIR/sweep_aux.json, copied)"),
+    "instruct": Block(
+        instruct,
+        tuple(sorted(DOCS_RESULTS.glob("instruct_smollm2*.json"))),
+        "python benchmarks/instruct_smollm2.py",
+    ),
+    "diversity": Block(
+        diversity,
+        (DOCS_RESULTS / "diversity.json",),
+        "polytask diversity diversity_single diversity_mixed -o runs/diversity "
+        "(diversity.json, copied)",
+    ),
+    "compare": Block(
+        compare,
+        (DOCS_RESULTS / "compare.json",),
+        "polytask compare demo train.max_steps=250 -o runs/compare-demo (compare.json, copied)",
+    ),
+    "check": Block(
+        check,
+        (DOCS_RESULTS / "check-demo.json", DOCS_RESULTS / "check-demo-head-warmup-40.json"),
+        "polytask check --json -o FILE (and --head-warmup 40)",
+    ),
+    "affinity": Block(
+        affinity,
+        (DOCS_RESULTS / "affinity-demo.json",),
+        "polytask affinity --steps 20 -o docs/results/affinity-demo.json",
+    ),
 }
+
+MARKER = re.compile(r"<!-- (/?)([A-Za-z0-9_.-]+) -->")
+
+
+def documents(root: Path = ROOT) -> list[Path]:
+    """The files whose marked blocks are published numbers: README.md and docs/**/*.md."""
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+
+
+def blocks_in(text: str) -> list[tuple[str, int, int]]:
+    """(name, start, end) of every ``<!-- name -->...<!-- /name -->`` block's inner text.
+
+    Raises ValueError on an unclosed, unopened or nested marker."""
+    found: list[tuple[str, int, int]] = []
+    open_name: str | None = None
+    start = 0
+    for m in MARKER.finditer(text):
+        closing, name = m.group(1) == "/", m.group(2)
+        if not closing:
+            if open_name is not None:
+                raise ValueError(f"<!-- {name} --> opened inside <!-- {open_name} -->")
+            open_name, start = name, m.end()
+        else:
+            if name != open_name:
+                raise ValueError(f"<!-- /{name} --> closes {open_name or 'nothing'}")
+            found.append((name, start, m.start()))
+            open_name = None
+    if open_name is not None:
+        raise ValueError(f"<!-- {open_name} --> is never closed")
+    return found
+
+
+def render_text(text: str, blocks: dict[str, Block] = BLOCKS) -> str:
+    """``text`` with every marked block's inner text rendered anew (KeyError: no renderer)."""
+    cache: dict[str, str] = {}
+    out, last = [], 0
+    for name, start, end in blocks_in(text):
+        if name not in cache:
+            cache[name] = blocks[name].text()
+        out += [text[last:start], "\n", cache[name], "\n"]
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("benchmark", choices=list(TABLES))
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true", help="rewrite every marked block")
+    group.add_argument("--check", action="store_true", help="exit 1 if any block differs")
+    group.add_argument("block", nargs="?", choices=list(BLOCKS), help="print one block")
     args = parser.parse_args()
-    print(TABLES[args.benchmark]())
+    if args.block:
+        print(BLOCKS[args.block].text())
+        return
+    rendered = {}
+    for path in documents():  # every file renders before any is written
+        text = path.read_text("utf-8")
+        try:
+            new = render_text(text)
+        except KeyError as err:
+            sys.exit(f"{_rel(path)}: no renderer for block <!-- {err.args[0]} -->")
+        except ValueError as err:
+            sys.exit(f"{_rel(path)}: {err}")
+        if new != text:
+            rendered[path] = new
+    stale = [_rel(p) for p in rendered]
+    if args.write:
+        for path, new in rendered.items():
+            path.write_text(new, "utf-8")
+    verb = "rewrote" if args.write else "differ from their JSON"
+    print(f"{len(stale)} file(s) {verb}: {', '.join(stale) or '-'}")
+    if args.check and stale:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

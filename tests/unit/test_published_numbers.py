@@ -1,0 +1,185 @@
+"""Every published number comes from a committed file.
+
+Each block between ``<!-- NAME -->`` markers in README.md and docs/**/*.md is rendered by
+``benchmarks/readme_tables.py`` from committed JSON; these tests re-render every block (no
+measurement) and fail on any difference, on a block without a renderer, on an absolute
+machine path and on a reference to a file outside the repository.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _renderer() -> ModuleType:
+    path = ROOT / "benchmarks" / "readme_tables.py"
+    spec = importlib.util.spec_from_file_location("readme_tables", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+tables = _renderer()
+DOCUMENTS = tables.documents()
+
+
+def _name(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def test_the_documents_hold_blocks() -> None:
+    found = {name for doc in DOCUMENTS for name, _, _ in tables.blocks_in(doc.read_text())}
+    assert {"step_cost", "compare", "demo-results", "sweep-aux"} <= found, found
+
+
+def test_every_renderer_is_used() -> None:
+    """A renderer whose block appears nowhere is a table nobody checks."""
+    found = {name for doc in DOCUMENTS for name, _, _ in tables.blocks_in(doc.read_text())}
+    assert set(tables.BLOCKS) <= found, set(tables.BLOCKS) - found
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=_name)
+def test_every_block_has_a_renderer(doc: Path) -> None:
+    for name, _, _ in tables.blocks_in(doc.read_text()):  # ValueError: a broken marker
+        assert name in tables.BLOCKS, f"{_name(doc)}: <!-- {name} --> has no renderer"
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=_name)
+def test_every_block_matches_its_json(doc: Path) -> None:
+    text = doc.read_text()
+    rendered = tables.render_text(text)
+    if rendered != text:
+        diff = "".join(
+            difflib.unified_diff(
+                text.splitlines(keepends=True),
+                rendered.splitlines(keepends=True),
+                fromfile=_name(doc),
+                tofile="rendered from JSON",
+                n=1,
+            )
+        )
+        pytest.fail(
+            f"{_name(doc)} differs from its JSON; run "
+            f"`python benchmarks/readme_tables.py --write`:\n{diff[:4000]}"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(tables.BLOCKS))
+def test_every_block_names_its_json_and_command(name: str) -> None:
+    block = tables.BLOCKS[name]
+    text = block.text()
+    assert block.sources and block.command
+    for source in block.sources:
+        assert _name(source) in text
+        assert source.parent.relative_to(ROOT).parts[-1] == "results"
+    assert f"written by `{block.command}`" in text
+
+
+def test_a_changed_number_is_caught() -> None:
+    """The comparison can fail: a digit changed inside a block is rendered back."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    _, start, end = next(b for b in tables.blocks_in(text) if b[0] == "soft_penalty")
+    inner = text[start:end]
+    number = re.search(r"\*\*(\d+\.\d+)×\*\*", inner)
+    assert number is not None
+    wrong = inner.replace(number.group(0), f"**{float(number.group(1)) + 1:.2f}×**", 1)
+    edited = text[:start] + wrong + text[end:]
+    assert edited != text
+    assert tables.render_text(edited) == text
+
+
+def test_text_outside_blocks_is_kept_and_markers_are_checked() -> None:
+    fake = {"x": tables.Block(lambda: "rendered", (tables.RESULTS / "x.json",), "cmd")}
+    out = tables.render_text("a\n<!-- x -->\nold\n<!-- /x -->\nb\n", fake)
+    assert out.startswith("a\n<!-- x -->\nrendered\n\n<sub>Rendered by")
+    assert out.endswith("<!-- /x -->\nb\n")
+    with pytest.raises(KeyError):
+        tables.render_text("<!-- y -->\n<!-- /y -->\n", fake)
+    for broken in ("<!-- x -->\n", "<!-- /x -->\n", "<!-- x -->\n<!-- x -->\n<!-- /x -->\n"):
+        with pytest.raises(ValueError):
+            tables.blocks_in(broken)
+
+
+def _upgrad_rows(runs: list[str | None]) -> dict[str, object]:
+    rows = []
+    for mode, ours in (("multi-input", "polytask-segments"), ("single-input", "polytask-exact")):
+        for impl, run in zip((ours, "naive-loop", "torchjd"), runs, strict=True):
+            row = {"mode": mode, "T": 2, "impl": impl, "method": "upgrad", "peak_mb": 1}
+            row |= {"ratio_vs_equal": 1.5, "repeats": 5}
+            if run is not None:
+                row["run"] = run
+            rows.append(row)
+    return {"rows": rows, "repeats": 5}
+
+
+def test_same_run_is_said_only_of_one_run() -> None:
+    one = "\n".join(tables._upgrad_three_ways(_upgrad_rows(["r1", "r1", "r1"]), [2]))
+    assert "same run" in one
+    mixed: list[list[str | None]] = [["r1", "r2", "r1"], [None, None, None], ["r1", None, "r1"]]
+    for runs in mixed:
+        text = "\n".join(tables._upgrad_three_ways(_upgrad_rows(runs), [2]))
+        assert "same run" not in text and "not one run" in text, runs
+
+
+def _files() -> list[Path]:
+    """src/ (not build output), docs/ and README.md."""
+    skip = {"__pycache__"}
+    files = [ROOT / "README.md"]
+    for top in ("src", "docs"):
+        for path in sorted((ROOT / top).rglob("*")):
+            parts = set(path.relative_to(ROOT).parts)
+            if (
+                path.is_file()
+                and path.suffix in {".py", ".md", ".json", ".yaml", ".yml", ".txt", ".toml"}
+                and not parts & skip
+                and not any(p.endswith(".egg-info") for p in parts)
+            ):
+                files.append(path)
+    return files
+
+
+ABSOLUTE = re.compile(r"(?<![\w.:/-])/(?:work|root|home|tmp|Users|mnt|private)/[\w.-]+")
+OUTSIDE = re.compile(r"SPEC §|\.\./shared|shared/notes|/work/shared")
+
+
+def test_the_scan_sees_files_and_finds_paths() -> None:
+    files = _files()
+    assert ROOT / "src" / "polytask" / "aggregation" / "base.py" in files
+    assert ABSOLUTE.search("see ``/work/shared/notes/per-task-gradients.md``")
+    assert ABSOLUTE.search("cached in /tmp/polytask/x")
+    assert not ABSOLUTE.search("https://example.org/home/page and runs/demo/")
+    assert OUTSIDE.search("the decision rules of SPEC §4")
+    assert OUTSIDE.search("conventions: `../shared/STYLE.md`")
+
+
+@pytest.mark.parametrize("kind", ["absolute machine path", "reference outside the repo"])
+def test_no_machine_paths_or_outside_references(kind: str) -> None:
+    pattern = ABSOLUTE if kind == "absolute machine path" else OUTSIDE
+    hits = []
+    for path in _files():
+        for n, line in enumerate(path.read_text("utf-8", errors="replace").splitlines(), 1):
+            if pattern.search(line):
+                hits.append(f"{_name(path)}:{n}: {line.strip()[:120]}")
+    assert not hits, f"{kind}:\n" + "\n".join(hits)
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=_name)
+def test_relative_links_stay_inside_the_repo(doc: Path) -> None:
+    for target in re.findall(r"\]\(([^)#\s]+)", doc.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+            continue
+        resolved = (doc.parent / target).resolve()
+        assert resolved.is_relative_to(ROOT), f"{_name(doc)}: {target} leaves the repository"
+        assert resolved.exists(), f"{_name(doc)}: {target} does not exist"
