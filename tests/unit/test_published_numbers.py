@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.conftest import base_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,6 +113,26 @@ def test_text_outside_blocks_is_kept_and_markers_are_checked() -> None:
     for broken in ("<!-- x -->\n", "<!-- /x -->\n", "<!-- x -->\n<!-- x -->\n<!-- /x -->\n"):
         with pytest.raises(ValueError):
             tables.blocks_in(broken)
+
+
+def test_the_demo_block_reads_what_polytask_train_writes(
+    tmp_path: Path, tiny_encoder: Path, task_files: dict[str, dict[str, Path]]
+) -> None:
+    """``docs/results/demo.json`` is a copied ``final_metrics.json``: render a real one."""
+    from polytask.config import config_from_dict
+    from polytask.train import train
+
+    config = config_from_dict(base_config(tiny_encoder, task_files, max_steps=2, eval_every=2))
+    train(config, tmp_path / "run", show_progress=False)
+    final = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
+    text = tables.final_metrics_table(final)
+    for task, values in final["tasks"].items():
+        primary = final["primary_metric"][task]
+        row = next(line for line in text.splitlines() if line.startswith(f"| {task}"))
+        assert f"**{values['test'][primary]:.3f}**" in row
+        assert f"{values['validation'][primary]:.3f}" in row
+    assert f"{final['params']['total']:,} in all" in text
+    assert f"best checkpoint at step {final['best_step']}" in text
 
 
 def _upgrad_rows(runs: list[str | None]) -> dict[str, object]:
