@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from polytask.config import TaskConfig
 from polytask.data.instructions import _checked
 from polytask.data.loading import read_table, read_task
+from polytask.data.prompts import make_answer
 from polytask.data.texts import _texts
 from polytask.errors import DataError
 from polytask.tasks import task_type
@@ -38,6 +39,7 @@ FILE_LEVEL = (
     "needs at least 2 labels",
     "no tags found",
     "no labelled regression targets",
+    "too large to standardise",
     "needs at least two answers",
 )
 
@@ -60,11 +62,25 @@ anything = st.recursive(
 )
 
 
-def column(good: Any) -> st.SearchStrategy[st.SearchStrategy[Any]]:
+LABELS = ("label", "tags", "score")
+#: whole columns of one JSON type (an all-bool column must be refused as such)
+ONE_TYPE = [
+    st.booleans() | st.none(),
+    st.integers() | st.none(),
+    st.floats() | st.none(),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.text(max_size=3), scalars, max_size=2),
+]
+
+
+def column(good: Any, label: bool) -> st.SearchStrategy[st.SearchStrategy[Any]]:
     """A column's cell strategy: all good cells (of one form, when ``good`` is a tuple of
-    forms), or good cells of every form mixed with any JSON value."""
+    forms), good cells of every form mixed with any JSON value, or (a label column) cells
+    of one other JSON type."""
     forms = list(good) if isinstance(good, tuple) else [good]
-    return st.sampled_from([*forms, *forms, st.one_of(*forms, anything)])
+    return st.sampled_from(
+        [*forms, *forms, st.one_of(*forms, anything), *(ONE_TYPE if label else [])]
+    )
 
 
 def write(root: Path, name: str, rows: list[dict[str, Any]]) -> Path:
@@ -76,7 +92,7 @@ def write(root: Path, name: str, rows: list[dict[str, Any]]) -> Path:
 @st.composite
 def splits(draw: st.DrawFn, cells: dict[str, Any]) -> dict[str, list[Any]]:
     """Rows of a train and a validation split, each column drawn from its cell strategy."""
-    strategies = {name: draw(column(good)) for name, good in cells.items()}
+    strategies = {name: draw(column(good, name in LABELS)) for name, good in cells.items()}
     out = {}
     for split in ("train", "validation"):
         n = draw(st.integers(1, 5))
@@ -188,8 +204,10 @@ def test_classification_multi_label(data: dict[str, list[Any]]) -> None:
             if missing(value):
                 assert y is None
                 continue
-            parts = value if isinstance(value, list) else value.split("|")
-            expected = [class_name(p).strip() for p in parts if class_name(p).strip()]
+            if isinstance(value, list):  # listed labels as they are
+                expected = [class_name(p) for p in value]
+            else:  # separated parts, stripped
+                expected = [p.strip() for p in value.split("|") if p.strip()]
             assert [spec.labels[i] for i in y] == expected
 
 
@@ -252,7 +270,8 @@ def test_regression(data: dict[str, list[Any]]) -> None:
                 continue
             assert type(value) in (int, float) and math.isfinite(value), f"coerced {value!r}"
             back = y * spec.target_std + spec.target_mean
-            assert math.isclose(back, value, rel_tol=1e-6, abs_tol=1e-6 * spec.target_std)
+            scale = max(spec.target_std, abs(spec.target_mean), 1.0)  # float rounding only
+            assert math.isclose(back, value, rel_tol=1e-6, abs_tol=1e-6 * scale)
 
 
 csv_cells = st.sampled_from(["1.5", "2", " 3 ", "-1e3", "", "NaN", "inf", "1_0", "1,5", "abc"])
@@ -311,9 +330,12 @@ def test_instruction_label_answers(data: dict[str, list[Any]]) -> None:
                     cfg, columns["label"], table.where("label")
                 )
                 assert columns["text"] == [r["text"] for r in data[split]]
-                for row, value in zip(data[split], columns["label"], strict=True):
+                rows = zip(data[split], columns["label"], columns["text"], strict=True)
+                for i, (row, value, text) in enumerate(rows):
                     assert value == (None if missing(row["label"]) else row["label"])
-                    assert value is None or class_name(value) in spec.labels
+                    answer = make_answer(cfg.instruction, text, value)  # type: ignore[arg-type]
+                    task_type("instruction").encode(spec, answer, i, table.where("label"))
+                    assert answer is None or answer == class_name(value) in spec.labels
         except DataError as error:
             refused(error, root)
             return

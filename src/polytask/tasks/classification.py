@@ -43,6 +43,8 @@ def _names(value: Any, multi: bool, separator: str, row: int, where: Where) -> l
                 f"{where(row)}: a class label must be a string or an integer id, "
                 f"got {describe(part)}"
             )
+        if multi and isinstance(part, str) and not part.strip():
+            raise DataError(f"{where(row)}: a listed label is empty ({value!r})")
     return parts
 
 

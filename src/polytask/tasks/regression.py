@@ -63,12 +63,15 @@ class Regression(TaskType):
         )
         if values.size == 0:
             raise DataError(f"{where(-1)}: no labelled regression targets in the training split")
-        std = float(values.std())
+        with np.errstate(over="ignore", invalid="ignore"):
+            std, mean = float(values.std()), float(values.mean())
+        if not (math.isfinite(std) and math.isfinite(mean)):
+            raise DataError(f"{where(-1)}: regression targets too large to standardise")
         return TaskSpec(
             name=config.name,
             type="regression",
             pair=config.columns.text_pair is not None,
-            target_mean=float(values.mean()),
+            target_mean=mean,
             target_std=std if std > 1e-12 else 1.0,
             auxiliary=config.auxiliary,
             critical=config.critical is not False,  # None: not resolved by a RunConfig
@@ -90,7 +93,10 @@ class Regression(TaskType):
     def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
         if is_missing(value):
             return None
-        return (_to_float(value, row, where) - spec.target_mean) / spec.target_std
+        encoded = (_to_float(value, row, where) - spec.target_mean) / spec.target_std
+        if not math.isfinite(encoded):
+            raise DataError(f"{where(row)}: regression target {value!r} too far from the mean")
+        return encoded
 
     def num_outputs(self, spec: TaskSpec) -> int:
         return 1
