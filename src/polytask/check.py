@@ -166,22 +166,26 @@ def cosine_summary(tasks: list[str], cosines: torch.Tensor) -> dict[str, Any]:
     return {"mean": _rounded(mean), "std": _rounded(std), "pairs": pairs}
 
 
+EVERY_TASK = "every task"  # the plan of tasks_per_step: all (no sampler)
+
+
 def sampling_plans(config: RunConfig, sizes: list[int], tasks: list[str]) -> dict[str, Any]:
     """Update counts over the first 100 steps for the configured sampler and the others."""
     sc, k = config.sampler, _tasks_per_step(config, len(tasks))
     plans = {}
     for name in [sc.name, *(n for n in SAMPLERS.names() if n != sc.name)]:
-        sampler = build_sampler(name, sizes, config.seed, sc.alpha, sc.alpha_start, sc.alpha_end)
+        own = sc.kwargs if name == sc.name else None  # the others at their defaults
+        sampler = build_sampler(name, sizes, config.seed, own)
         counts = update_counts(sampler, PLAN_STEPS, k, config.train.max_steps)
         total = sum(counts)
         shares = {t: round(c / total, 4) for t, c in zip(tasks, counts, strict=True)}
-        plans[name] = {
+        plans[name or EVERY_TASK] = {
             "counts": dict(zip(tasks, counts, strict=True)),
             "shares": shares,
             "starved": [t for t, s in shares.items() if s < STARVED],
         }
     return {
-        "configured": sc.name,
+        "configured": sc.name or EVERY_TASK,
         "tasks_per_step": k,
         "steps": PLAN_STEPS,
         "plans": plans,
@@ -264,7 +268,9 @@ def check_setup(setup: Setup, batches: int, head_warmup: int = 0) -> dict[str, A
         "loss_scale": {
             "tasks": scale,
             "ratio": round(ratio, 4),
-            "advice": loss_scale_advice(ratio, config.weighting.name),
+            "advice": loss_scale_advice(
+                ratio, config.weighting.name, config.tasks_per_step >= len(tasks)
+            ),
         },
         "sampling": sampling_plans(config, sizes, tasks),
         "datasets": {

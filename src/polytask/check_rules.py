@@ -21,20 +21,44 @@ SIMILAR_SIZES = 4.0
 LOSS_RATIO_HIGH = 10.0
 LOSS_RATIO_SOME = 3.0
 SMALL_PRIMARY = 0.25
-#: the aggregators meant for conflicting gradients
-SURGERY = "pcgrad (or cagrad / upgrad)"
-#: weightings that already adapt to loss scales
-SCALE_AWARE = ("scale_norm", "uncertainty", "famo", "gradnorm", "dwa")
 
 
-def loss_scale_advice(ratio: float, weighting: str) -> str:
+def surgery() -> str:
+    """The aggregators meant for conflicting gradients (``advised_for_conflict``), by name
+    from the registry; they combine every task's gradient, so every task in every step."""
+    from polytask.aggregation import AGGREGATORS
+
+    names = [n for n in AGGREGATORS.names() if AGGREGATORS.get(n).advised_for_conflict]
+    return " / ".join(names) + " (with sampler.tasks_per_step: all)"
+
+
+def scale_weightings(every_step: bool) -> list[str]:
+    """The weightings that adapt to loss scales and that apply at this sampler setting."""
+    from polytask.weighting import WEIGHTINGS
+
+    return [
+        n
+        for n in WEIGHTINGS.names()
+        if WEIGHTINGS.get(n).adapts_to_scale
+        and (every_step or not WEIGHTINGS.get(n).needs_all_tasks)
+    ]
+
+
+def adapts_to_scale(weighting: str) -> bool:
+    from polytask.weighting import WEIGHTINGS
+
+    return bool(WEIGHTINGS.get(weighting).adapts_to_scale)
+
+
+def loss_scale_advice(ratio: float, weighting: str, every_step: bool = True) -> str:
     """Whether the raw loss scales need normalising (largest / smallest loss = ``ratio``)."""
-    if weighting in SCALE_AWARE and ratio >= LOSS_RATIO_SOME:
+    if adapts_to_scale(weighting) and ratio >= LOSS_RATIO_SOME:
         return f"scales differ {ratio:.1f}x; the configured '{weighting}' weighting adapts to it"
+    choices = " or ".join(scale_weightings(every_step))
     if ratio >= LOSS_RATIO_HIGH:
-        return f"normalise: scales differ {ratio:.1f}x (weighting scale_norm or uncertainty)"
+        return f"normalise: scales differ {ratio:.1f}x (weighting {choices})"
     if ratio >= LOSS_RATIO_SOME:
-        return f"consider scale_norm or uncertainty: scales differ {ratio:.1f}x"
+        return f"consider weighting {choices}: scales differ {ratio:.1f}x"
     return f"not needed: scales within {ratio:.1f}x"
 
 
@@ -61,7 +85,7 @@ def recommend(config: RunConfig, result: dict[str, Any]) -> list[dict[str, str]]
         culprit = max(tasks, key=lambda t: (counts[t], -sizes[t]))
         add(
             "aggregator",
-            f"strong interference: use gradient surgery, aggregator {SURGERY}",
+            f"strong interference: use gradient surgery, aggregator {surgery()}",
             "gradient cosine < -0.1: " + ", ".join(_fmt_pair(p) for p in worst),
         )
         if config.primary != culprit:
@@ -99,10 +123,11 @@ def recommend(config: RunConfig, result: dict[str, Any]) -> list[dict[str, str]]
         )
     _sampling_rule(result, add)
     ratio = result["loss_scale"]["ratio"]
-    if ratio >= LOSS_RATIO_SOME and config.weighting.name not in SCALE_AWARE:
+    if ratio >= LOSS_RATIO_SOME and not adapts_to_scale(config.weighting.name):
+        every_step = config.tasks_per_step >= len(tasks)
         add(
             "weighting",
-            "weighting: scale_norm (or uncertainty)",
+            "weighting: " + " or ".join(scale_weightings(every_step)),
             f"raw losses at initialisation differ {ratio:.1f}x: "
             + ", ".join(f"{t} {v['loss']:.3g}" for t, v in result["loss_scale"]["tasks"].items()),
         )

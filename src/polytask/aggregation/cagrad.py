@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -125,6 +125,8 @@ class CAGrad(Aggregator):
     >>> CAGrad(n_tasks=2, rescale=0)(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     tensor([0.7000, 0.7000])
     """
+
+    advised_for_conflict: ClassVar[bool] = True
 
     def __init__(self, n_tasks: int, c: float = 0.4, rescale: Literal[0, 1, 2] = 1) -> None:
         super().__init__(n_tasks)

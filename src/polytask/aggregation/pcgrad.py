@@ -30,6 +30,8 @@ class PCGrad(SeededState, Aggregator):
     tensor([0.5000, 1.5000])
     """
 
+    advised_for_conflict: ClassVar[bool] = True
+
     permutation_equivariant: ClassVar[bool] = False
 
     def __init__(self, n_tasks: int, seed: int = 0) -> None:

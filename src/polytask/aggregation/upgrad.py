@@ -43,6 +43,8 @@ class UPGrad(Aggregator):
     tensor([0.2500, 0.7500])
     """
 
+    advised_for_conflict: ClassVar[bool] = True
+
     non_conflicting: ClassVar[bool] = True
 
     def __init__(self, n_tasks: int, reg_eps: float = 1e-4, norm_eps: float = 0.0) -> None:
