@@ -31,8 +31,8 @@ from polytask.strict import StrictModel
 DEMO_CONFIG = "demo"
 #: configs shipped in ``polytask/configs/``: a config argument may name one (``instruct``)
 PACKAGED_CONFIGS = ("demo", "instruct", "diversity_single", "diversity_mixed")
-#: weightings that work when a step holds only some tasks (no per-task history or coupling)
-SUBSET_WEIGHTINGS = ("equal", "static", "uncertainty")
+#: Constructor arguments of every sampler that polytask fills itself.
+SAMPLER_SUPPLIED = ("self", "sizes", "seed")
 
 
 class EncoderConfig(StrictModel):
@@ -85,23 +85,75 @@ class ArchitectureConfig(BaseModel):
         return self
 
 
-class SamplerConfig(StrictModel):
-    """Which task(s) each step trains on."""
+class SamplerConfig(BaseModel):
+    """Which task(s) each step trains on: ``{name: temperature, alpha: 0.5, tasks_per_step: 1}``.
 
-    name: str = "temperature"
-    alpha: float = Field(default=0.75, gt=0.0)
-    alpha_start: float = Field(default=1.0, ge=0.0)
-    alpha_end: float = Field(default=0.2, ge=0.0)
+    The keys besides ``name`` and ``tasks_per_step`` are the sampler's own constructor
+    arguments (``polytask ls`` lists samplers), checked against its signature at load. With
+    every task in every step (``tasks_per_step: all``, or the number of trained tasks) there
+    is nothing to sample: ``name`` resolves to null, and naming a sampler or its arguments
+    there is refused (they would change nothing).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = "temperature"
     tasks_per_step: int | Literal["all"] = 1
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The sampler's own arguments, validated and typed by its signature ({} for null)."""
+        if self.name is None:
+            return {}
+        from polytask.data.samplers import SAMPLERS
+        from polytask.methods import bind
+
+        return bind(
+            SAMPLERS, self.name, dict(self.model_extra or {}), "sampler", supplied=SAMPLER_SUPPLIED
+        )
 
     @model_validator(mode="after")
     def _check_name(self) -> SamplerConfig:
-        from polytask.data.samplers import SAMPLERS
-
-        SAMPLERS.get(self.name)
-        if isinstance(self.tasks_per_step, int) and self.tasks_per_step < 1:
+        if isinstance(self.tasks_per_step, bool) or (
+            isinstance(self.tasks_per_step, int) and self.tasks_per_step < 1
+        ):
             raise ValueError("'tasks_per_step' must be >= 1 or 'all'")
+        if self.name is not None:
+            from polytask.data.samplers import check_sampler
+
+            try:
+                check_sampler(self.name, self.kwargs)
+            except ConfigError as exc:  # the error's location already says "sampler"
+                raise ValueError(str(exc).removeprefix("sampler: ")) from None
         return self
+
+    def resolve(self, n_trained: int) -> int:
+        """The tasks per step as a number; with all of them, refuse sampler settings (they
+        would do nothing) and resolve ``name`` to null. Returns ``k``."""
+        k = n_trained if self.tasks_per_step == "all" else int(self.tasks_per_step)
+        if k > n_trained:
+            raise ValueError(f"sampler.tasks_per_step={k} exceeds the {n_trained} trained tasks")
+        if k < n_trained:
+            if self.name is None:
+                raise ValueError(
+                    f"sampler.name is null, but sampler.tasks_per_step is {k} of the {n_trained} "
+                    "trained tasks: name a sampler (polytask ls), or set tasks_per_step: all"
+                )
+            return k
+        named = "name" in self.model_fields_set and self.name is not None
+        given = [
+            *(["sampler.name"] if named else []),
+            *(f"sampler.{a}" for a in self.model_extra or {}),
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: no effect with every task in every step (sampler."
+                f"tasks_per_step: {self.tasks_per_step}, {n_trained} trained tasks): remove "
+                f"{'it' if len(given) == 1 else 'them'}"
+                + (f", or set tasks_per_step below {n_trained}" if n_trained > 1 else "")
+            )
+        self.name = None
+        return k
 
 
 class MethodConfig(BaseModel):
@@ -191,10 +243,8 @@ class RunConfig(StrictModel):
             )
         self._check_sources(names)
         self._resolve_critical()
-        k = self.sampler.tasks_per_step
-        if isinstance(k, int) and k > len(trained):
-            raise ValueError(f"sampler.tasks_per_step={k} exceeds the {len(trained)} trained tasks")
-        self._check_methods(len(trained))
+        k = self.sampler.resolve(len(trained))
+        self._check_methods(k, len(trained))
         return self
 
     def _check_sources(self, names: list[str]) -> None:
@@ -221,9 +271,13 @@ class RunConfig(StrictModel):
             plain = t.critical is None and not (t.auxiliary or t.held_out)
             t.critical = bool(t.critical) if chosen else plain
 
-    def _check_methods(self, n_tasks: int) -> None:
+    def _check_methods(self, k: int, n_tasks: int) -> None:
+        """Build both methods (their own checks), then the one rule of what a step applies
+        (:func:`polytask.objective.refusal`); resolve ``train.monitor_every``."""
         from polytask.aggregation import AGGREGATORS
         from polytask.methods import build
+        from polytask.models import ARCHITECTURES
+        from polytask.objective import refusal
         from polytask.weighting import WEIGHTINGS
 
         for section, registry in (("weighting", WEIGHTINGS), ("aggregator", AGGREGATORS)):
@@ -232,16 +286,44 @@ class RunConfig(StrictModel):
                 build(registry, method.name, method.kwargs, n_tasks, section)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
-        every_step = self.sampler.tasks_per_step == "all" or self.sampler.tasks_per_step == n_tasks
-        simple = self.weighting.name in SUBSET_WEIGHTINGS and self.aggregator.name in (
-            "sum",
-            "mean",
+        arch = self.architecture
+        shared = ARCHITECTURES.get(arch.name).trains_shared(arch.kwargs)
+        problem = refusal(
+            (self.weighting.name, WEIGHTINGS.get(self.weighting.name)),
+            (self.aggregator.name, AGGREGATORS.get(self.aggregator.name)),
+            k=k,
+            n_tasks=n_tasks,
+            architecture=(arch.name, shared),
         )
-        if not every_step and not simple:
+        if problem is not None:
+            raise ValueError(problem)
+        self._resolve_monitor(k, n_tasks, shared)
+
+    def _resolve_monitor(self, k: int, n_tasks: int, shared: bool) -> None:
+        """Gradient cosines need every task in a step and trained shared parameters: the
+        default (20) resolves to null where it could never fire; a value set there is refused."""
+        why = None
+        if k < n_tasks:
+            why = f"sampler.tasks_per_step is {k} of {n_tasks}: no step holds every task"
+        elif n_tasks < 2:
+            why = "one trained task has no pair to compare"
+        elif not shared:
+            why = f"architecture '{self.architecture.name}' trains no shared parameters"
+        if why is None or self.train.monitor_every is None:
+            return
+        if "monitor_every" in self.train.model_fields_set:
             raise ValueError(
-                f"weighting '{self.weighting.name}' with aggregator '{self.aggregator.name}' "
-                "needs every task in every step: set sampler.tasks_per_step: all"
+                f"train.monitor_every: gradient cosines can never be measured here ({why}): "
+                "remove it or set it to null"
             )
+        self.train.monitor_every = None
+
+    @property
+    def tasks_per_step(self) -> int:
+        """The number of tasks each step trains (``all`` resolved)."""
+        trained = sum(not t.held_out for t in self.tasks)
+        k = self.sampler.tasks_per_step
+        return trained if k == "all" else int(k)
 
     @property
     def primary(self) -> str:

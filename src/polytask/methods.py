@@ -34,7 +34,7 @@ def bind(
     """
     cls = registry.get(name)
     signature = inspect.signature(cls.__init__)
-    hints = typing.get_type_hints(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
     fields: dict[str, Any] = {}
     for arg, param in signature.parameters.items():
         if arg in supplied or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):

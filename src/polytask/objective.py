@@ -61,6 +61,12 @@ class Objective(nn.Module):
         loss-space weighting) get an engine too, used only on the steps :meth:`capture`
         is told to monitor; their update is unchanged (the aggregator's fixed weights).
         """
+        trains_shared = any(p.requires_grad for _, p in model.shared_parameters())
+        if self.needs_task_gradients and not trains_shared:  # the config refuses it
+            raise ValueError(
+                f"{type(self.aggregator).__name__}/{type(self.weighting).__name__} need "
+                "trainable shared parameters; this model has none"
+            )
         self._engine = PerTaskGradients(model) if self.needs_task_gradients else None
         self._monitor = (
             PerTaskGradients(model)
@@ -137,12 +143,8 @@ class Objective(nn.Module):
         engine: PerTaskGradients | None,
         values: dict[str, torch.Tensor],
     ) -> dict[str, Any]:
-        if any(t not in losses for t in self.tasks):  # a subset step: equal/static only
-            weights = {t: self.task_weights[t] for t in losses}
-            autograd.weighted_backward(
-                accelerator, {**losses, **extra}, {**weights, **dict.fromkeys(extra, 1.0)}
-            )
-            return {}
+        if any(t not in losses for t in self.tasks):
+            return self._subset_backward(accelerator, losses, extra, values)
         device = next(iter(losses.values())).device
         vector = self._vector(values).to(device)
         w = self.weighting(vector)
@@ -150,17 +152,17 @@ class Objective(nn.Module):
         log: dict[str, Any] = {"weights": _named(self.tasks, w * static)}
         regularizer = self.weighting.regularizer().to(device)
         if engine is None:
-            scale = self._fixed_scale()
-            coef = w * static * scale.to(w)
+            coef = (w * static).detach() * self._fixed_scale().to(w)
             terms = {t: losses[t] * coef[i] for i, t in enumerate(self.tasks)}
-            terms["_regularizer"] = regularizer
+            terms["_learned"] = _learned(w * static, vector, regularizer)
             terms.update({f"_extra_{k}": v for k, v in extra.items()})
             autograd.weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
             return log
         coef = (w * static).detach()
-        # a monitored step keeps the Gramian-free update exactly: the aggregator's fixed
-        # weights scale each task's loss (so its head too, as a plain backward would)
-        fixed = None if engine is self._engine else self._fixed_scale().to(coef)
+        # a Gramian-free aggregator keeps its update exactly when the engine runs (to monitor,
+        # or for GradNorm's norms): its fixed weights scale each task's loss, so its head
+        # too, as the plain backward would
+        fixed = self._fixed_scale().to(coef) if self.aggregator.gramian_free else None
         step = coef if fixed is None else coef * fixed
         scaled = {t: losses[t] * step[i] for i, t in enumerate(self.tasks)}
         scaler = getattr(accelerator, "scaler", None)
@@ -170,9 +172,7 @@ class Objective(nn.Module):
         stats = engine.backward(scaled, combine, grad_scale=grad_scale)
         if fixed is not None:  # report them as the aggregator's weights on ∇(w_t L_t)
             stats.weights, stats.norms = fixed.cpu(), stats.norms / fixed.cpu()
-        # learned weights (uncertainty) see the losses as constants: a backward that never
-        # enters the encoder, so their gradient costs nothing next to the step
-        learned = (w * static * vector).sum() + regularizer
+        learned = _learned(w * static, vector, regularizer)
         if self.weighting.needs_grad_norms:
             norms = stats.norms.to(device) / coef.clamp(min=1e-12)
             learned = learned + self.weighting.balancing_loss(norms, vector)
@@ -187,6 +187,30 @@ class Objective(nn.Module):
             }
         )
         return log
+
+    def _subset_backward(
+        self,
+        accelerator: Accelerator,
+        losses: dict[str, torch.Tensor],
+        extra: dict[str, torch.Tensor],
+        values: dict[str, torch.Tensor],
+    ) -> dict[str, Any]:
+        """A step that trains some of the tasks: the weighting's weights of those tasks
+        (:meth:`LossWeighting.subset`), the static task weights and the aggregator's fixed
+        coefficients, in one backward; a learned weighting trains on the present tasks'
+        terms. The config admits only methods that apply here (:func:`refusal`)."""
+        index = [i for i, t in enumerate(self.tasks) if t in losses]
+        present = [self.tasks[i] for i in index]
+        device = losses[present[0]].device
+        seen = torch.stack([values[t].detach().float() for t in present]).to(device)
+        w = self.weighting.subset(seen, index).to(device)
+        static = torch.tensor([self.task_weights[t] for t in present], device=device)
+        coef = (w * static).detach() * self._fixed_scale()[index].to(w)
+        terms = {t: losses[t] * coef[i] for i, t in enumerate(present)}
+        terms["_learned"] = _learned(w * static, seen, self.weighting.regularizer(index).to(device))
+        terms.update({f"_extra_{k}": v for k, v in extra.items()})
+        autograd.weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
+        return {"weights": _named(present, w * static)}
 
     def _fixed_scale(self) -> torch.Tensor:
         """A Gramian-free aggregator's weights (``sum``: ones, ``mean``: 1/T)."""
@@ -216,6 +240,74 @@ class Objective(nn.Module):
         """After the optimiser step: let stateful weightings see the (new) losses."""
         if all(t in losses for t in self.tasks):
             self.weighting.observe(self._vector(losses))
+            return
+        index = [i for i, t in enumerate(self.tasks) if t in losses]
+        seen = torch.stack([losses[self.tasks[i]].detach().float() for i in index])
+        self.weighting.observe_subset(seen, index)
+
+
+def refusal(
+    weighting: tuple[str, type[LossWeighting]],
+    aggregator: tuple[str, type[Aggregator]],
+    *,
+    k: int,
+    n_tasks: int,
+    architecture: tuple[str, bool],
+) -> str | None:
+    """Why a step would not apply this weighting and aggregator as configured, or None.
+
+    The one rule, read from what each method declares (``needs_all_tasks``,
+    ``needs_shared_gradients``, ``needs_grad_norms``) and from the architecture
+    (``(name, trains_shared)``): a step trains ``k`` of the ``n_tasks`` tasks.
+
+    * ``k < n_tasks``: the weighting must weigh each task on its own loss and the
+      aggregator must have fixed coefficients (:meth:`Objective._subset_backward`).
+    * no trainable shared parameters: no per-task gradient to combine or measure.
+
+    Every accepted combination is applied by :class:`Objective`; the config refuses the
+    others at load with this one line (the pair, and the fix).
+    """
+    (w_name, w_cls), (a_name, a_cls) = weighting, aggregator
+    arch, shared = architecture
+    pair = f"weighting '{w_name}' with aggregator '{a_name}'"
+    if k < n_tasks and (w_cls.needs_all_tasks or a_cls.needs_all_tasks):
+        if w_cls.needs_all_tasks:
+            why = f"'{w_name}' weighs every task's loss together"
+            fix = f"a per-task weighting ({', '.join(_names(WEIGHTINGS, 'needs_all_tasks'))})"
+        else:
+            why = f"'{a_name}' combines the gradients of every task in one step"
+            fix = f"aggregator {' or '.join(_names(AGGREGATORS, 'needs_all_tasks'))}"
+        return (
+            f"{pair}: {why}, but sampler.tasks_per_step is {k} of {n_tasks} tasks: "
+            f"set sampler.tasks_per_step: all, or use {fix}"
+        )
+    if not shared and (a_cls.needs_shared_gradients or w_cls.needs_grad_norms):
+        if a_cls.needs_shared_gradients:
+            name, stays = a_name, "its coefficients would stay 1, the sum"
+            fix = f"aggregator {' or '.join(_names(AGGREGATORS, 'needs_shared_gradients'))}"
+        else:
+            name, stays, fix = w_name, "its weights would stay 1, equal weighting", "a weighting"
+            fix += f" without gradient norms ({', '.join(_names(WEIGHTINGS, 'needs_grad_norms'))})"
+        return (
+            f"{pair} on architecture '{arch}': it trains no shared parameters, so '{name}' "
+            f"has no per-task gradients to work on ({stays}): use {fix}, or an architecture "
+            "that trains a shared encoder"
+        )
+    return None
+
+
+def _names(registry: Any, flag: str) -> list[str]:
+    """The registered methods whose capability ``flag`` is false (for a fix's choices)."""
+    return [n for n in registry.names() if not getattr(registry.get(n), flag)]
+
+
+def _learned(
+    weights: torch.Tensor, losses: torch.Tensor, regularizer: torch.Tensor
+) -> torch.Tensor:
+    """What a learned weighting's parameters train on: ``Σ_t w_t L_t + regularizer`` with the
+    losses as constants, whatever the aggregator (its coefficients scale the model's
+    gradients, not the weighting's objective). A backward that never enters the model."""
+    return (weights * losses.detach().to(weights)).sum() + regularizer
 
 
 def _ones(gramian: torch.Tensor) -> torch.Tensor:

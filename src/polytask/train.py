@@ -166,7 +166,7 @@ def train(
         model=accelerator.unwrap_model(model),
         optimizer=optimizer,
         scheduler=scheduler,
-        sampler=build_sampler(sc.name, sizes, config.seed, sc.alpha, sc.alpha_start, sc.alpha_end),
+        sampler=build_sampler(sc.name, sizes, config.seed, sc.kwargs),
         streams={
             n: TaskStream(
                 train_splits[n],
@@ -181,7 +181,7 @@ def train(
         },
         objective=setup.objective,
     )
-    k = len(names) if sc.tasks_per_step == "all" else sc.tasks_per_step
+    k = config.tasks_per_step
     pad_id = int(setup.tokenizer.pad_token_id or 0)
     state = TrainState(examples=dict.fromkeys(names, 0), updates=dict.fromkeys(names, 0))
     if resume_from is not None:

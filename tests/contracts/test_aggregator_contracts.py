@@ -179,3 +179,20 @@ def test_does_not_build_an_autograd_graph(name: str) -> None:
     G = gradient_cases(3)["random"].requires_grad_(True)
     out = make(name, 3)(G)
     assert not out.requires_grad and G.grad is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_subset_capability_follows_the_coefficients(name: str) -> None:
+    """``needs_all_tasks = False`` (a step of some tasks is scaled by the fixed coefficients)
+    and ``needs_shared_gradients = False`` hold exactly for coefficients that never read the
+    Gramian: the same for the identity as for a random, conflicting Gramian."""
+    cls = AGGREGATORS.get(name)
+    g = torch.randn(3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    g[1] = -g[0]
+    fixed = bool(
+        torch.allclose(
+            make(name, 3).weights(torch.eye(3, dtype=torch.float64)), make(name, 3).weights(g @ g.T)
+        )
+    )
+    assert cls.gramian_free == fixed
+    assert cls.needs_all_tasks == (not fixed) and cls.needs_shared_gradients == (not fixed)

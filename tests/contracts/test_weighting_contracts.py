@@ -162,3 +162,38 @@ def test_only_grad_norm_methods_take_grad_norms() -> None:
         if not weighting.needs_grad_norms:
             with pytest.raises(NotImplementedError):
                 weighting.balancing_loss(torch.ones(2), torch.ones(2))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not WEIGHTINGS.get(n).needs_all_tasks])
+def test_per_task_weights_read_only_their_own_task(name: str) -> None:
+    """``needs_all_tasks = False`` promises that task t's weight (and state) depends on L_t
+    alone: changing the other tasks' losses, or leaving them out of a step, changes nothing."""
+    losses = loss_sequence(3, steps=6)
+    whole, other = make(name, 3), make(name, 3)
+    subset = make(name, 3)
+    for current in losses:
+        changed = current.clone()
+        changed[1:] = changed[1:] * 7.0 + 3.0
+        w, w_other = whole(current), other(changed)
+        torch.testing.assert_close(w_other[0], w[0])
+        torch.testing.assert_close(subset.subset(current[:1], [0]), w[:1])
+        torch.testing.assert_close(subset.regularizer([0]).reshape(()), _term(whole, 0))
+        whole.observe(current * 0.9)
+        other.observe(changed * 0.9)
+        subset.observe_subset(current[:1] * 0.9, [0])
+
+
+def _term(weighting: LossWeighting, task: int) -> torch.Tensor:
+    """Task ``task``'s share of the regulariser (uncertainty: ½ s_t; zero elsewhere)."""
+    if hasattr(weighting, "log_vars"):
+        return (0.5 * weighting.log_vars[task]).detach().reshape(())
+    return weighting.regularizer().detach().reshape(())
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if WEIGHTINGS.get(n).needs_all_tasks])
+def test_all_task_methods_refuse_subset_steps(name: str) -> None:
+    weighting = make(name, 3)
+    with pytest.raises(TypeError, match="needs every task"):
+        weighting.subset(torch.ones(1), [0])
+    with pytest.raises(TypeError, match="needs every task"):
+        weighting.observe_subset(torch.ones(1), [0])

@@ -58,7 +58,7 @@ def pair_config(tmp_path: Path, encoder: Path, negate: bool) -> dict[str, Any]:
         "seed": 7,
         "encoder": {"name": str(encoder), "max_length": 32},
         "tasks": [{"name": n, "type": "classification", "data": files[n]} for n in ("a", "b")],
-        "sampler": {"name": "round_robin", "tasks_per_step": "all"},
+        "sampler": {"tasks_per_step": "all"},
         "train": {"batch_size": PAIR_ROWS, "max_steps": PAIR_STEPS, "lr": 1e-3, "patience": None},
     }
 
@@ -150,7 +150,7 @@ def test_lookahead_leaves_parameters_exact(
     run measured at every step ends with exactly the model `polytask train` gives for the
     same config and steps (nothing leaks from the lookaheads into training)."""
     data = base_config(tiny_encoder, task_files, max_steps=3, eval_every=3)
-    data["sampler"]["tasks_per_step"] = "all"
+    data["sampler"] = {"tasks_per_step": "all"}
     config = config_from_dict(data)
     setup = build(config)
     model, specs = setup.model, setup.specs

@@ -15,7 +15,8 @@ from transformers import AutoModel
 from polytask.config import load_config
 from polytask.data import bundled
 from polytask.data.batching import Segment
-from polytask.data.samplers import SAMPLERS
+from polytask.data.samplers import SAMPLERS, build_sampler
+from polytask.errors import ConfigError
 from polytask.models.prefix import PrefixTuning
 from polytask.params import count_parameters
 from polytask.predict import Predictor
@@ -215,16 +216,23 @@ def assert_encoder_untouched(out: Path, encoder: Path) -> None:
 @demo_ready
 @pytest.mark.parametrize("sampler", SAMPLERS.names())
 def test_trains_demo_with_every_sampler(tmp_path: Path, tiny_encoder: Path, sampler: str) -> None:
-    out, records = demo_run(tmp_path, tiny_encoder, f"sampler.name={sampler}")
-    assert_trains(records, window=4)
+    """Two of the three tasks per step, picked by the configured sampler (replayed here)."""
+    out, records = demo_run(
+        tmp_path, tiny_encoder, f"sampler.name={sampler}", "sampler.tasks_per_step=2"
+    )
+    names = ["sentiment", "movies", "ner"]
+    replay = build_sampler(sampler, [256, 256, 256], load_config(None).seed, {})
+    expected = [[names[i] for i in replay.sample(s, STEPS, 2)] for s in range(STEPS)]
+    assert [r["tasks"] for r in records] == expected
+    assert all(math.isfinite(v) for r in records for v in r["loss"].values())
     assert_encoder_untouched(out, tiny_encoder)
 
 
 @demo_ready
 @pytest.mark.parametrize(
-    ("weighting", "aggregator"), [("equal", "sum"), ("uncertainty", "sum"), ("equal", "pcgrad")]
+    ("weighting", "aggregator"), [("equal", "sum"), ("uncertainty", "sum"), ("equal", "mean")]
 )
-def test_trains_demo_with_weightings_and_pcgrad(
+def test_trains_demo_with_weightings_and_aggregators(
     tmp_path: Path, tiny_encoder: Path, weighting: str, aggregator: str
 ) -> None:
     out, records = demo_run(
@@ -236,12 +244,17 @@ def test_trains_demo_with_weightings_and_pcgrad(
     )
     assert_trains(records)
     assert_encoder_untouched(out, tiny_encoder)
-    if aggregator == "pcgrad":  # no trainable shared parameter: nothing to project, no fallback
-        last = records[-1]
-        assert last["grad_method"] == "unshared"
-        assert last["grad_norm"] == {"sentiment": 0.0, "movies": 0.0, "ner": 0.0}
     final = (out / "final_metrics.json").read_text()
     assert '"trainable"' in final
+
+
+def test_gradient_methods_are_refused_with_a_frozen_encoder(tiny_encoder: Path) -> None:
+    """A frozen encoder trains no shared parameter: pcgrad would stay the sum, GradNorm equal."""
+    for method in ("aggregator.name=pcgrad", "weighting.name=gradnorm"):
+        with pytest.raises(ConfigError, match="'prefix': it trains no shared parameters"):
+            load_config(None, [*demo_overrides(tiny_encoder, STEPS), method])
+    unfrozen = "architecture.freeze_encoder=false"
+    load_config(None, [*demo_overrides(tiny_encoder, STEPS), unfrozen, "aggregator.name=pcgrad"])
 
 
 @demo_ready

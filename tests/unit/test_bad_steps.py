@@ -53,7 +53,7 @@ def watch_updates(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, bool]]:
 
 def config(encoder: Path, files: Any, **train_kw: Any) -> Any:
     data = base_config(encoder, files, **train_kw)
-    data["sampler"] = {"name": "round_robin", "tasks_per_step": "all"}
+    data["sampler"] = {"tasks_per_step": "all"}
     return config_from_dict(data)
 
 

@@ -153,6 +153,7 @@ def test_bad_input(tiny_encoder: Path, task_files: Any) -> None:
         run_check(config, batches=0)
     raw = base_config(tiny_encoder, task_files)
     raw["tasks"] = raw["tasks"][:1]
+    raw["sampler"] = {"tasks_per_step": 1}  # one task: no sampler to name
     with pytest.raises(ConfigError, match="at least two tasks"):
         run_check(config_from_dict(raw), batches=1)
 

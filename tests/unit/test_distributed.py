@@ -61,7 +61,7 @@ def run_config(encoder: Path, files: Any, method: str) -> dict[str, Any]:
     data = base_config(
         encoder, files, max_steps=STEPS, eval_every=STEPS, checkpoint_every=STEPS // 2
     )
-    data["sampler"] = {"name": "round_robin", "tasks_per_step": "all"}
+    data["sampler"] = {"tasks_per_step": "all"}
     data["architecture"] = {"name": "hard", "head_dropout": 0.0}
     return {**data, **METHODS[method]}
 
@@ -188,7 +188,7 @@ def test_sharded_engine_paths_on_one_process(
     from polytask.errors import ConfigError
 
     data = base_config(tiny_encoder, task_files, max_steps=6, eval_every=3)
-    data["sampler"] = {"name": "round_robin", "tasks_per_step": "all"}
+    data["sampler"] = {"tasks_per_step": "all"}
     data["train"]["monitor_every"] = None
     normal = train(config_from_dict(data), tmp_path / "normal", show_progress=False)
     for module in (polytask.distributed, polytask.trainend, polytask.train):

@@ -93,7 +93,7 @@ def instruct_config(
                 },
             },
         ],
-        "sampler": {"name": "temperature", "tasks_per_step": "all"},
+        "sampler": {"tasks_per_step": "all"},
         "train": {
             "batch_size": 8,
             "eval_batch_size": 16,

@@ -32,7 +32,7 @@ MASK, VOCAB = 4, 1000
 def _lm_config(encoder: Path, files: Any, **train_kw: Any) -> dict[str, Any]:
     data = base_config(encoder, files, **train_kw)
     data["tasks"].append({"name": "mlm", "type": "lm", "data": {"from_tasks": ["sent", "tags"]}})
-    data["sampler"] = {"name": "round_robin", "tasks_per_step": "all"}
+    data["sampler"] = {"tasks_per_step": "all"}
     return data
 
 

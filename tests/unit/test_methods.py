@@ -33,7 +33,7 @@ def test_constructor_checks_run_at_config_load() -> None:
 
 def test_history_methods_need_every_task_each_step() -> None:
     data = {**TASKS, "sampler": {"tasks_per_step": 1}, "aggregator": {"name": "pcgrad"}}
-    with pytest.raises(ConfigError, match="needs every task in every step"):
+    with pytest.raises(ConfigError, match="combines the gradients of every task in one step"):
         config_from_dict(data)
     config_from_dict({**data, "aggregator": {"name": "mean"}})  # subset steps are fine here
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_config(encoder: Path, files: Any, aggregator: str, precision: str) -> dict[str, Any]:
     data = base_config(encoder, files, max_steps=4, eval_every=4, mixed_precision=precision)
-    data["sampler"] = {"name": "round_robin", "tasks_per_step": "all"}
+    data["sampler"] = {"tasks_per_step": "all"}
     data["aggregator"] = {"name": aggregator}
     return data
 

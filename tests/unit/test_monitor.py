@@ -18,7 +18,7 @@ from tests.conftest import base_config
 
 def run(tmp_path: Path, encoder: Path, files: Any, name: str, **changes: Any) -> Path:
     raw = base_config(encoder, files, max_steps=4, eval_every=4, **changes.pop("train", {}))
-    raw["sampler"] = {"name": "uniform", "tasks_per_step": "all"}
+    raw["sampler"] = {"tasks_per_step": "all"}
     raw.update(changes)
     out = tmp_path / name
     train(config_from_dict(raw), out, show_progress=False)

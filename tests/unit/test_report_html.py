@@ -67,7 +67,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> Pat
         for task, make in makers.items()
     }
     data = base_config(tiny_encoder, files, max_steps=8, eval_every=4)
-    data["sampler"] = {"name": "round_robin", "tasks_per_step": "all"}
+    data["sampler"] = {"tasks_per_step": "all"}
     data["aggregator"] = {"name": "pcgrad"}
     data["architecture"] = {"name": "mmoe", "experts": 2}
     train(config_from_dict(data), root / "run", show_progress=False)

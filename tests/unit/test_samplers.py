@@ -9,7 +9,7 @@ SIZES = [8000, 1000, 100]
 def test_proportional_and_temperature_probabilities() -> None:
     prop = build_sampler("proportional", SIZES, seed=0).probabilities(0, 10)
     assert torch.allclose(prop, torch.tensor(SIZES, dtype=torch.float64) / sum(SIZES))
-    temp = build_sampler("temperature", SIZES, seed=0, alpha=0.5).probabilities(0, 10)
+    temp = build_sampler("temperature", SIZES, seed=0, kwargs={"alpha": 0.5}).probabilities(0, 10)
     expected = torch.tensor(SIZES, dtype=torch.float64).sqrt()
     assert torch.allclose(temp, expected / expected.sum())
     assert temp[2] > prop[2]  # alpha < 1 lifts the small task
@@ -63,6 +63,26 @@ def test_k_equal_to_t_trains_every_task() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="alpha must be > 0"):
-        build_sampler("temperature", SIZES, 0, alpha=0.0)
+        build_sampler("temperature", SIZES, 0, {"alpha": 0.0})
     with pytest.raises(ValueError, match="at least one training example"):
         build_sampler("uniform", [3, 0], 0)
+
+
+def test_every_task_sampler_of_tasks_per_step_all() -> None:
+    s = build_sampler(None, SIZES, 0)
+    assert [s.sample(i, 10, 1) for i in range(3)] == [[0, 1, 2]] * 3
+
+
+@pytest.mark.parametrize("name", SAMPLERS.names())
+def test_sampler_arguments_bind_to_the_constructor(name: str) -> None:
+    """The config's keys are the constructor's arguments, typed by its annotations."""
+    from polytask.config import SAMPLER_SUPPLIED
+    from polytask.errors import ConfigError
+    from polytask.methods import bind
+
+    bound = bind(SAMPLERS, name, {}, "sampler", supplied=SAMPLER_SUPPLIED)
+    built = build_sampler(name, SIZES, 0, bound)
+    for key, value in bound.items():
+        assert getattr(built, key) == value
+    with pytest.raises(ConfigError, match="has no hyperparameter 'nope'"):
+        bind(SAMPLERS, name, {"nope": 1}, "sampler", supplied=SAMPLER_SUPPLIED)

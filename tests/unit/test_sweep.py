@@ -68,7 +68,7 @@ def test_interference_threshold() -> None:
 def _config(tmp_path: Path, encoder: Path, files: Any, **extra: Any) -> Path:
     data = base_config(encoder, files, max_steps=4, eval_every=4)
     data["tasks"].append({"name": "mlm", "type": "lm", "data": {"from_tasks": ["sent"]}, **extra})
-    data["sampler"]["tasks_per_step"] = "all"
+    data["sampler"] = {"tasks_per_step": "all"}
     path = tmp_path / "aux.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -133,7 +133,7 @@ def test_all_tasks_per_step_trains_every_task_each_step(
     tmp_path: Path, tiny_encoder: Path, task_files: Any
 ) -> None:
     data = base_config(tiny_encoder, task_files, max_steps=4, eval_every=4)
-    data["sampler"] = {"name": "temperature", "tasks_per_step": "all"}
+    data["sampler"] = {"tasks_per_step": "all"}
     out = tmp_path / "all"
     train(config_from_dict(data), out, show_progress=False)
     last = [r for r in read_records(out / "metrics.jsonl") if r["event"] == "train"][-1]
@@ -145,7 +145,7 @@ def test_losses_fall_on_learnable_synthetic_tasks(
     tmp_path: Path, tiny_encoder: Path, task_files: Any
 ) -> None:
     data = base_config(tiny_encoder, task_files, max_steps=150, eval_every=150, lr=3e-3)
-    data["sampler"] = {"name": "uniform", "tasks_per_step": "all"}
+    data["sampler"] = {"tasks_per_step": "all"}
     out = tmp_path / "learn"
     torch.manual_seed(0)
     train(config_from_dict(data), out, show_progress=False)

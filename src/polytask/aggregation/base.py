@@ -57,10 +57,20 @@ class Aggregator(nn.Module, ABC):
     """
 
     non_conflicting: ClassVar[bool] = False
+    #: Whether ``polytask check`` names this method when it measures strong interference
+    #: (gradient surgery: PCGrad, CAGrad, UPGrad).
+    advised_for_conflict: ClassVar[bool] = False
     permutation_equivariant: ClassVar[bool] = True
     #: Coefficients that never depend on the gradients (sum, mean): the training loop then
     #: takes one plain backward of the weighted loss instead of computing per-task gradients.
     gramian_free: ClassVar[bool] = False
+    #: Whether the coefficients combine the gradients of every task in one step. False only
+    #: for Gramian-free methods, whose fixed coefficient of task ``t`` (``weights`` of the
+    #: identity) also scales a step that trains some of the tasks.
+    needs_all_tasks: ClassVar[bool] = True
+    #: Whether the method reads per-task gradients of *trainable shared* parameters: with
+    #: none (``soft``, a frozen encoder) its Gramian is zero and it would stay at ``c = 1``.
+    needs_shared_gradients: ClassVar[bool] = True
 
     def __init__(self, n_tasks: int) -> None:
         super().__init__()

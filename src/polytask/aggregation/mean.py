@@ -19,6 +19,8 @@ class Mean(Aggregator):
     """
 
     gramian_free: ClassVar[bool] = True
+    needs_all_tasks: ClassVar[bool] = False
+    needs_shared_gradients: ClassVar[bool] = False
 
     def _weights(self, gramian: Array, losses: Array | None, eps: float) -> Array:
         return np.full(self.n_tasks, 1.0 / self.n_tasks)

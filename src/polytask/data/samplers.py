@@ -8,9 +8,12 @@ same sequence of tasks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
+from polytask.errors import ConfigError
 from polytask.registry import Registry
 
 
@@ -67,7 +70,9 @@ class Proportional(Sampler):
 class Temperature(Sampler):
     """p_t ∝ n_t^α (α < 1 lifts small tasks; α = 0.75 by default). Arivazhagan et al. 2019."""
 
-    def __init__(self, sizes: list[int], seed: int, alpha: float = 0.75) -> None:
+    def __init__(
+        self, sizes: list[int], seed: int, alpha: Annotated[float, Field(gt=0)] = 0.75
+    ) -> None:
         super().__init__(sizes, seed)
         if alpha <= 0:
             raise ValueError(f"temperature sampler: alpha must be > 0, got {alpha}")
@@ -93,7 +98,11 @@ class Annealed(Sampler):
     """
 
     def __init__(
-        self, sizes: list[int], seed: int, alpha_start: float = 1.0, alpha_end: float = 0.2
+        self,
+        sizes: list[int],
+        seed: int,
+        alpha_start: Annotated[float, Field(ge=0)] = 1.0,
+        alpha_end: Annotated[float, Field(ge=0)] = 0.2,
     ) -> None:
         super().__init__(sizes, seed)
         if alpha_start < 0 or alpha_end < 0:
@@ -135,21 +144,32 @@ class RoundRobin(Sampler):
         self.cursor = int(state["cursor"])
 
 
+class EveryTask(Sampler):
+    """Every task at every step (``tasks_per_step: all``): nothing is drawn."""
+
+    def probabilities(self, step: int, total_steps: int) -> torch.Tensor:
+        return torch.full_like(self.sizes, 1.0 / len(self.sizes))
+
+    def sample(self, step: int, total_steps: int, k: int) -> list[int]:
+        return list(range(len(self.sizes)))
+
+
 def build_sampler(
-    name: str,
-    sizes: list[int],
-    seed: int,
-    alpha: float = 0.75,
-    alpha_start: float = 1.0,
-    alpha_end: float = 0.2,
+    name: str | None, sizes: list[int], seed: int, kwargs: dict[str, Any] | None = None
 ) -> Sampler:
-    """Build a registered sampler from plain arguments (only those it takes are passed)."""
-    cls = SAMPLERS.get(name)
-    if cls is Temperature:
-        return Temperature(sizes, seed, alpha=alpha)
-    if cls is Annealed:
-        return Annealed(sizes, seed, alpha_start=alpha_start, alpha_end=alpha_end)
-    return cls(sizes, seed)
+    """Build a registered sampler from plain arguments: its name (None: every task at every
+    step) and its own constructor arguments (``kwargs``, as the config binds them)."""
+    if name is None:
+        return EveryTask(sizes, seed)
+    return SAMPLERS.get(name)(sizes, seed, **(kwargs or {}))
+
+
+def check_sampler(name: str, kwargs: dict[str, Any]) -> None:
+    """Run the sampler's own argument checks (at config load): a one-line ConfigError."""
+    try:
+        build_sampler(name, [1], 0, kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def update_counts(

@@ -93,6 +93,14 @@ class MultiTaskModel(nn.Module, ABC):
         """Start gathering :meth:`report` afresh (called before each evaluation)."""
 
     @classmethod
+    def trains_shared(cls, kwargs: dict[str, Any]) -> bool:
+        """Whether the model built with the architecture's own arguments ``kwargs`` trains
+        parameters that every task's loss reaches: what gradient aggregators combine and
+        GradNorm measures. The config refuses those methods where this is false; the
+        contract suite checks it against :meth:`shared_parameters` of a built model."""
+        return True
+
+    @classmethod
     def load_pretrained(cls, name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The pretrained backbone this architecture is built on, and its tokenizer.
         Default: an encoder (``AutoModel``, see :func:`polytask.models.encoder.load_encoder`)."""

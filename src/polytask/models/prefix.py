@@ -141,6 +141,11 @@ class PrefixTuning(HardSharing):
     >>> model = PrefixTuning(encoder, specs, prefix_length=10)            # doctest: +SKIP
     """
 
+    @classmethod
+    def trains_shared(cls, kwargs: dict[str, Any]) -> bool:
+        # the prefixes are per task; the encoder is shared but trains only when unfrozen
+        return not kwargs.get("freeze_encoder", True)
+
     def __init__(
         self,
         encoder: PreTrainedModel,

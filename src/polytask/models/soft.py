@@ -169,6 +169,10 @@ class SoftSharing(MultiTaskModel):
                 out[seg.task] = head(pool(hidden, mask[:, :width], self.pooling))
         return out
 
+    @classmethod
+    def trains_shared(cls, kwargs: dict[str, Any]) -> bool:
+        return False  # one encoder per task: every parameter belongs to one task
+
     def shared_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -26,6 +28,8 @@ class DWA(LossWeighting):
     >>> w(torch.tensor([0.5, 1.0]))
     tensor([0.8756, 1.1244])
     """
+
+    adapts_to_scale: ClassVar[bool] = True
 
     history: Tensor
     periods: Tensor

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -15,6 +17,8 @@ class Equal(LossWeighting):
     >>> Equal(n_tasks=3)(torch.tensor([0.1, 2.0, 5.0]))
     tensor([1., 1., 1.])
     """
+
+    needs_all_tasks: ClassVar[bool] = False
 
     def forward(self, losses: Tensor) -> Tensor:
         return torch.ones_like(self._check(losses))

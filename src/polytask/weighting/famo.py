@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -41,6 +41,8 @@ class FAMO(LossWeighting):
     >>> w(torch.tensor([1.0, 3.0]))
     tensor([0.7500, 0.2500])
     """
+
+    adapts_to_scale: ClassVar[bool] = True
 
     logits: Tensor
     exp_avg: Tensor

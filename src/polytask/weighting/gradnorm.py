@@ -37,6 +37,8 @@ class GradNorm(LossWeighting):
     tensor(2., grad_fn=<SumBackward0>)
     """
 
+    adapts_to_scale: ClassVar[bool] = True
+
     needs_grad_norms: ClassVar[bool] = True
 
     initial_losses: Tensor

@@ -19,6 +19,8 @@ class Static(LossWeighting):
     tensor([1.0000, 0.5000])
     """
 
+    needs_all_tasks: ClassVar[bool] = False
+
     permutation_equivariant: ClassVar[bool] = False
 
     weights: torch.Tensor

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,10 @@ class Uncertainty(LossWeighting):
     >>> w(torch.tensor([1.0, 1.0])), w.regularizer()
     (tensor([0.5000, 1.0000], grad_fn=<MulBackward0>), tensor(0., grad_fn=<MulBackward0>))
     """
+
+    adapts_to_scale: ClassVar[bool] = True
+
+    needs_all_tasks: ClassVar[bool] = False
 
     factors: Tensor
 
@@ -69,5 +73,6 @@ class Uncertainty(LossWeighting):
         weights = self.factors * torch.exp(-self.log_vars)
         return weights.to(device=losses.device, dtype=losses.dtype)
 
-    def regularizer(self) -> Tensor:
-        return 0.5 * self.log_vars.sum()
+    def regularizer(self, index: list[int] | None = None) -> Tensor:
+        log_vars = self.log_vars if index is None else self.log_vars[index]
+        return 0.5 * log_vars.sum()
