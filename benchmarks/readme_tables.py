@@ -781,7 +781,24 @@ class Block:
         )
 
 
+def applicability() -> str:
+    """docs/methods.md: every weighting × aggregator × tasks per step × architecture family."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "applicability", Path(__file__).parent / "applicability.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text: str = module.render(_load(RESULTS / "applicability.json"))
+    return text
+
+
 BLOCKS: dict[str, Block] = {
+    "applicability": Block(
+        applicability, (RESULTS / "applicability.json",), "python benchmarks/applicability.py"
+    ),
     "demo-results": Block(
         demo_results, (DEMO,), "make demo (runs/demo/final_metrics.json, copied)"
     ),

@@ -215,7 +215,7 @@ def run_cell(
         t: TaskStream(setup.data[t].splits["train"], 4, 1, i, setup.specs[t])
         for i, t in enumerate(TASKS)
     }
-    k = config.tasks_per_step
+    k = len(TASKS) if MODES[mode] == "all" else int(MODES[mode])
     seen = []
     accelerator = Accelerator(cpu=True)
     for step in range(STEPS[mode]):
