@@ -292,6 +292,37 @@ def _(ws: Workspace) -> list[str]:
     return ws.train(ws.config(), "sampler.name=temperature", "sampler.alpha=-1")
 
 
+@case("aggregator-needs-every-task", "aggregator 'pcgrad'", "tasks_per_step is 1 of 3")
+def _(ws: Workspace) -> list[str]:
+    return ws.train(ws.config(), "aggregator.name=pcgrad")
+
+
+@case("weighting-needs-every-task", "weighting 'dwa'", "weighs every task's loss together")
+def _(ws: Workspace) -> list[str]:
+    return ws.train(ws.config(), "weighting.name=dwa")
+
+
+@case("aggregator-without-shared-parameters", "'soft': it trains no shared parameters", "upgrad")
+def _(ws: Workspace) -> list[str]:
+    every = ("sampler.tasks_per_step=all", "sampler.name=null")
+    return ws.train(ws.config(), "architecture.name=soft", *every, "aggregator.name=upgrad")
+
+
+@case("sampler-without-effect", "sampler.name: no effect with every task in every step")
+def _(ws: Workspace) -> list[str]:
+    return ws.train(ws.config(), "sampler.tasks_per_step=all")
+
+
+@case("sampler-foreign-argument", "'round_robin' has no hyperparameter 'alpha'")
+def _(ws: Workspace) -> list[str]:
+    return ws.train(ws.config(), "sampler.alpha=0.5")
+
+
+@case("monitor-that-cannot-fire", "train.monitor_every", "no step holds every task")
+def _(ws: Workspace) -> list[str]:
+    return ws.train(ws.config(), "train.monitor_every=5")
+
+
 @case("override-into-a-value", "override 'train.lr.value'", "'lr' is not a section")
 def _(ws: Workspace) -> list[str]:
     return ws.train(ws.config(), "train.lr.value=1")
