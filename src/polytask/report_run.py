@@ -51,6 +51,13 @@ def _method(entry: Any) -> str:
     return f"{entry.get('name')} ({rest})" if rest else str(entry.get("name"))
 
 
+def _sampler(entry: Any) -> str:
+    """The sampler and its own arguments, or that every step trains every task (no sampler)."""
+    if isinstance(entry, dict) and "name" in entry and entry["name"] is None:
+        return "none: every task in every step"
+    return _method(entry)
+
+
 def _tasks_line(run: Run, primary: str | None) -> str:
     out = []
     for task in run.config["tasks"]:
@@ -76,7 +83,7 @@ def summary(run: Run, train: list[dict[str, Any]]) -> str:
                 ("tasks", _tasks_line(run, primary)),
                 ("encoder", cfg.get("encoder", {}).get("name")),
                 ("architecture", _method(cfg.get("architecture", {}))),
-                ("sampler", _method(cfg.get("sampler", {}))),
+                ("sampler", _sampler(cfg.get("sampler", {}))),
                 ("loss weighting", _method(cfg.get("weighting", {"name": "equal"}))),
                 ("gradient aggregator", _method(cfg.get("aggregator", {"name": "sum"}))),
                 ("steps", steps),

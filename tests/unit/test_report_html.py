@@ -311,3 +311,12 @@ def test_bad_input_is_one_line_and_writes_nothing(run_dir: Path, tmp_path: Path)
     with pytest.raises(RunDirError, match=r"metrics.jsonl: .*cosine is not 3x3"):
         write_report(broken)
     assert not (broken / "report.html").exists()
+
+
+def test_summary_names_the_sampler_that_ran() -> None:
+    """Only the configured sampler's own arguments; none with every task in every step."""
+    from polytask.report_run import _sampler
+
+    assert _sampler({"name": None, "tasks_per_step": "all"}) == "none: every task in every step"
+    entry = {"name": "temperature", "tasks_per_step": 1, "alpha": 0.5}
+    assert _sampler(entry) == "temperature (tasks_per_step=1, alpha=0.5)"
