@@ -61,6 +61,7 @@ def _setup(seed: int = 0) -> Any:
             "tasks.ner.max_length=null",
             "tasks.sentiment.data.max_train_examples=null",
             "sampler.name=proportional",
+            "sampler.tasks_per_step=1",  # one task per step, drawn by dataset size
         ],
     )
     setup = build(config)
