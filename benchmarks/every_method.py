@@ -6,7 +6,11 @@ steps, whether any loss or logged weight was not finite, and the run's validatio
 A method passes when nothing is NaN and every task's loss fell. Writes
 ``benchmarks/results/every_method.json``.
 
-    python benchmarks/every_method.py [--steps 60] [--methods pcgrad famo ...]
+    python benchmarks/every_method.py [--steps 60] [--methods pcgrad famo ...] [--resume]
+
+The file is rewritten after every method (``"complete": false`` until the last), so an
+interrupted run keeps what it measured; ``--resume`` skips the methods already in the file
+when it was written with the same settings.
 """
 
 from __future__ import annotations
@@ -106,33 +110,59 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=64)
     parser.add_argument("--methods", nargs="+", help="labels or names to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--resume", action="store_true", help="keep the rows already measured")
     args = parser.parse_args()
     runs = _methods()
     if args.methods:
         runs = [r for r in runs if any(m == r[0] or r[0].endswith(f"={m}") for m in args.methods)]
-    rows = []
-    for label, overrides in runs:
-        row = run_one(label, overrides, args)
-        rows.append(row)
-        change = ", ".join(
-            f"{t} {row['first_loss'][t]:.3f}→{row['last_loss'][t]:.3f}" for t in TASKS
-        )
-        print(f"{label:<30} {'ok ' if row['ok'] else 'FAIL'} {change}  ({row['seconds']} s)")
     import torch
 
-    result = {
+    settings = {
         "benchmark": "every_method",
         "encoder": "all-MiniLM-L6-v2",
         "torch": torch.__version__,
         "steps": args.steps,
         "window": args.window,
         "batch_per_task": args.batch,
+        "validation": args.validation,
+    }
+    rows = _resumed(args.out, settings) if args.resume else []
+    done = {r["method"] for r in rows}
+    for label, overrides in runs:
+        if label in done:
+            continue
+        row = run_one(label, overrides, args)
+        rows.append(row)
+        change = ", ".join(
+            f"{t} {row['first_loss'][t]:.3f}→{row['last_loss'][t]:.3f}" for t in TASKS
+        )
+        print(f"{label:<30} {'ok ' if row['ok'] else 'FAIL'} {change}  ({row['seconds']} s)")
+        _write(args.out, settings, rows, len(runs))
+    _write(args.out, settings, rows, len(runs))
+    print(f"{sum(r['ok'] for r in rows)}/{len(rows)} methods ok; written {args.out}")
+
+
+def _resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an earlier run with the same settings (none if they differ)."""
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    same = all(data.get(k) == v for k, v in settings.items())
+    return list(data["rows"]) if same else []
+
+
+def _write(path: Path, settings: dict[str, Any], rows: list[dict[str, Any]], total: int) -> None:
+    result = {
+        **settings,
         "rows": rows,
+        "methods": total,
+        "complete": len(rows) == total,
         "all_ok": all(r["ok"] for r in rows),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{sum(r['ok'] for r in rows)}/{len(rows)} methods ok; written {args.out}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -757,6 +757,12 @@ def every_method() -> str:
         )
     ok = sum(r["ok"] for r in data["rows"])
     lines += ["", f"{ok} of {len(data['rows'])} methods pass (every loss finite and falling)."]
+    if not data.get("complete", True):
+        lines[-1] += (
+            f" Only {len(data['rows'])} of the {data['methods']} methods are measured so far: "
+            "the run was interrupted, and `python benchmarks/every_method.py --resume` "
+            "measures the rest."
+        )
     return "\n".join(lines)
 
 
