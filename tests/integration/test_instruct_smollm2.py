@@ -49,6 +49,7 @@ def test_lora_instruction_run_saves_and_reloads(tmp_path: Path) -> None:
         },
     }
     raw["tasks"] = [sentiment, held]
+    raw["sampler"] = {"tasks_per_step": 1}  # one trained task: no sampler to name
     for task in raw["tasks"]:
         task["data"] |= {"max_train_examples": 8, "max_validation_examples": 4}
         task["data"]["max_test_examples"] = 2

@@ -105,7 +105,7 @@ def test_nan_regression_target(tmp_path: Path, good: dict[str, Any], task_files:
     config = write_config(tmp_path, good)
     assert_user_error(
         polytask("train", str(config), "-o", str(tmp_path / "out")),
-        "train.jsonl, line 3, column 'score': regression target is 'NaN'",
+        "train.jsonl, line 3, column 'score': regression target must be a number, got a string",
     )
     assert not (tmp_path / "out").exists()
 
@@ -144,7 +144,14 @@ def test_resume_without_checkpoint(tmp_path: Path, good: dict[str, Any]) -> None
 def test_bad_override(tmp_path: Path, good: dict[str, Any]) -> None:
     config = write_config(tmp_path, good)
     assert_user_error(
-        polytask("train", str(config), "sampler.alpha=-1", "-o", str(tmp_path / "o")),
+        polytask(
+            "train",
+            str(config),
+            "sampler.name=temperature",
+            "sampler.alpha=-1",
+            "-o",
+            str(tmp_path / "o"),
+        ),
         "sampler.alpha",
     )
 

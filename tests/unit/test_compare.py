@@ -338,6 +338,7 @@ def test_compare_bad_inputs(tmp_path: Path, tiny_encoder: Path, task_files: Any)
             compare(config, out, show_progress=False, **kwargs)
     one = config.model_dump(mode="json")
     one["tasks"] = one["tasks"][:1]
+    one["sampler"] = {"tasks_per_step": 1}  # one task: no sampler to name
     with pytest.raises(ConfigError, match="single task 'sent'"):
         compare(config_from_dict(one), out, show_progress=False)
     none = config.model_dump(mode="json")
