@@ -1,0 +1,86 @@
+"""The ``sampler:`` section of a run config: a sampler bound to its constructor, and the
+rule that every task in every step names no sampler."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from polytask.errors import ConfigError
+
+#: Constructor arguments of every sampler that polytask fills itself.
+SAMPLER_SUPPLIED = ("self", "sizes", "seed")
+
+__all__ = ["SAMPLER_SUPPLIED", "SamplerConfig"]
+
+
+class SamplerConfig(BaseModel):
+    """Which task(s) each step trains on: ``{name: temperature, alpha: 0.5, tasks_per_step: 1}``.
+
+    The keys besides ``name`` and ``tasks_per_step`` are the sampler's own constructor
+    arguments (``polytask ls`` lists samplers), checked against its signature at load. With
+    every task in every step (``tasks_per_step: all``, or the number of trained tasks) there
+    is nothing to sample: ``name`` resolves to null, and naming a sampler or its arguments
+    there is refused (they would change nothing).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = "temperature"
+    tasks_per_step: int | Literal["all"] = 1
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The sampler's own arguments, validated and typed by its signature ({} for null)."""
+        if self.name is None:
+            return {}
+        from polytask.data.samplers import SAMPLERS
+        from polytask.methods import bind
+
+        return bind(
+            SAMPLERS, self.name, dict(self.model_extra or {}), "sampler", supplied=SAMPLER_SUPPLIED
+        )
+
+    @model_validator(mode="after")
+    def _check_name(self) -> SamplerConfig:
+        if isinstance(self.tasks_per_step, bool) or (
+            isinstance(self.tasks_per_step, int) and self.tasks_per_step < 1
+        ):
+            raise ValueError("'tasks_per_step' must be >= 1 or 'all'")
+        if self.name is not None:
+            from polytask.data.samplers import check_sampler
+
+            try:
+                check_sampler(self.name, self.kwargs)
+            except ConfigError as exc:  # the error's location already says "sampler"
+                raise ValueError(str(exc).removeprefix("sampler: ")) from None
+        return self
+
+    def resolve(self, n_trained: int) -> int:
+        """The tasks per step as a number; with all of them, refuse sampler settings (they
+        would do nothing) and resolve ``name`` to null. Returns ``k``."""
+        k = n_trained if self.tasks_per_step == "all" else int(self.tasks_per_step)
+        if k > n_trained:
+            raise ValueError(f"sampler.tasks_per_step={k} exceeds the {n_trained} trained tasks")
+        if k < n_trained:
+            if self.name is None:
+                raise ValueError(
+                    f"sampler.name is null, but sampler.tasks_per_step is {k} of the {n_trained} "
+                    "trained tasks: name a sampler (polytask ls), or set tasks_per_step: all"
+                )
+            return k
+        named = "name" in self.model_fields_set and self.name is not None
+        given = [
+            *(["sampler.name"] if named else []),
+            *(f"sampler.{a}" for a in self.model_extra or {}),
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: no effect with every task in every step (sampler."
+                f"tasks_per_step: {self.tasks_per_step}, {n_trained} trained tasks): remove "
+                f"{'it' if len(given) == 1 else 'them'}"
+                + (f", or set tasks_per_step below {n_trained}" if n_trained > 1 else "")
+            )
+        self.name = None
+        return k
