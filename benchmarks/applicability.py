@@ -42,7 +42,7 @@ def cell_config(arch: str, mode: str, weighting: str, aggregator: str) -> dict[s
 
 def outcome(arch: str, mode: str, weighting: str, aggregator: str) -> str:
     """'applied', or the config's one-line refusal without its source prefix."""
-    from polytask.config import config_from_dict
+    from polytask.config.run import config_from_dict
     from polytask.errors import ConfigError
 
     try:

@@ -52,9 +52,9 @@ def _finite(value: Any) -> bool:
 
 
 def run_one(label: str, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    from polytask.config import load_config
-    from polytask.runlog import read_records
+    from polytask.config.run import load_config
     from polytask.train import train
+    from polytask.training.runlog import read_records
 
     sizes = []
     for task in TASKS:

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from polytask.config import load_config
-from polytask.diversity import examples_per_run, untuned_metrics
+from polytask.config.run import load_config
+from polytask.experiments.diversity import examples_per_run, untuned_metrics
 from polytask.train import train
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"

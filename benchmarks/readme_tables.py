@@ -562,14 +562,14 @@ def sweep_aux() -> str:
             "polytask sweep-aux configs/demo_aux.yaml --out runs/sweep-aux ...",
             "(the full command is in `docs/auxiliary.md`) writes `runs/sweep-aux/sweep_aux.json`",
         )
-    from polytask.sweep import markdown
+    from polytask.experiments.sweep import markdown
 
     return markdown(_load(SWEEP)).rstrip("\n")
 
 
 def compare() -> str:
     """``compare.md`` as ``polytask compare`` writes it, its summary lines as a list."""
-    from polytask.compare_summary import markdown
+    from polytask.experiments.summary import markdown
 
     lines = markdown(_load(DOCS_RESULTS / "compare.json")).rstrip("\n").splitlines()
     return "\n".join(
@@ -578,7 +578,7 @@ def compare() -> str:
 
 
 def diversity() -> str:
-    from polytask.diversity import markdown
+    from polytask.experiments.diversity import markdown
 
     data = _load(DOCS_RESULTS / "diversity.json")
     timing = data.get("timing", {})

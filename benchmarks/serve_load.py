@@ -137,7 +137,7 @@ async def _drive(port: int, task: str, clients: int, seconds: float) -> dict[str
 
 
 def _train_run(folder: Path) -> Path:
-    from polytask.config import load_config
+    from polytask.config.run import load_config
     from polytask.train import train
 
     overrides = ["train.max_steps=2", "train.eval_every=2", "train.patience=null"]

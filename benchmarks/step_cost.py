@@ -9,7 +9,7 @@ A step is forward + backward (+ aggregation and writing ``.grad``), no optimiser
 
 * ``equal``: one backward of ``Σ_t L_t`` — the denominator of every ratio;
 * ``polytask-segments`` / ``polytask-exact`` / ``polytask-representation``: polytask's
-  engine (:class:`polytask.autograd.PerTaskGradients`) with every registered aggregator;
+  engine (:class:`polytask.autograd.engine.PerTaskGradients`) with every registered aggregator;
   ``aggregate_ms`` is the median time of the aggregator's own maths (its solver) per step;
 * ``polytask-weighting``: polytask's :class:`polytask.objective.Objective` with every
   registered loss weighting (``sum`` aggregator), as the training loop runs it — FAMO
@@ -68,9 +68,9 @@ def _setup(mode: str, n_tasks: int, per_task: int, length: int, seed: int = 0) -
     """The model (train mode: dropout on) and one fixed random batch."""
     import torch
 
-    from polytask.data.batching import Segment
     from polytask.models.encoder import load_encoder
     from polytask.models.hard import HardSharing
+    from polytask.segments import Segment
     from polytask.tasks import TaskSpec
 
     torch.manual_seed(seed)
@@ -114,7 +114,7 @@ def _polytask(
 ) -> dict[str, Step]:
     import torch
 
-    from polytask.autograd import PerTaskGradients
+    from polytask.autograd.engine import PerTaskGradients
 
     try:
         from polytask.aggregation import AGGREGATORS

@@ -51,7 +51,7 @@ DEMO_SUBSETS = [  # keep the evaluations short: the runs compare precisions, not
 def _setup(seed: int = 0) -> Any:
     import torch
 
-    from polytask.config import load_config
+    from polytask.config.run import load_config
     from polytask.train import build, build_optimizer
 
     config = load_config(
@@ -104,7 +104,7 @@ def _article_batches(setup: Any, steps: int, seed: int) -> list[Any]:
 
 def _polytask_batches(setup: Any, steps: int, seed: int) -> list[Any]:
     from polytask.data.batching import TaskStream, collate
-    from polytask.data.samplers import build_sampler
+    from polytask.samplers import build_sampler
 
     names = list(setup.specs)
     sampler = build_sampler(
@@ -159,7 +159,7 @@ def demo_run(precision: str, steps: int, warmup: int = 2) -> dict[str, Any]:
     import tempfile
 
     import polytask.train as training
-    from polytask.config import load_config
+    from polytask.config.run import load_config
 
     begun = time.perf_counter()
     overrides = [

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, load_model, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
 from polytask import __version__
-from polytask.errors import RunDirError
+from polytask.errors import RunDirError, first_line
 from polytask.models import ARCHITECTURES, MultiTaskModel
 from polytask.models.base import ENCODER_DIR, WEIGHTS_FILE
-from polytask.models.encoder import LOAD_ERRORS, first_line, load_tokenizer
+from polytask.models.encoder import LOAD_ERRORS, load_tokenizer
 from polytask.tasks import TaskSpec
 
 MODEL_FILE = WEIGHTS_FILE
@@ -164,30 +164,6 @@ def load_model_folder(
         ) from None
     model.eval()
     return model, tokenizer, meta
-
-
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load a safetensors file into ``model``: a one-line :class:`RunDirError` when the file
-    is unreadable or its tensors do not fit the model."""
-    try:
-        missing, unexpected = load_model(model, str(path), strict=False)
-    except (SafetensorError, RuntimeError, OSError) as exc:
-        raise RunDirError(f"{path}: cannot load weights ({first_line(exc)})") from None
-    if missing or unexpected:  # load_model returns a set and a list
-        raise RunDirError(
-            f"{path}: weights do not match the model "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
-
-
-def check_weights(path: Path) -> None:
-    """Raise :class:`RunDirError` unless ``path`` is a complete safetensors file (the
-    header parses and covers the file: a truncated copy fails here)."""
-    try:
-        with safe_open(str(path), "pt") as fh:
-            fh.keys()
-    except (SafetensorError, OSError) as exc:
-        raise RunDirError(f"{path}: cannot load weights ({first_line(exc)})") from None
 
 
 def optimizer_tensors(

@@ -5,7 +5,7 @@ task(s) from the same seeded sampler and the same batch indices from the same se
 :class:`~polytask.data.batching.TaskStream`, then keeps its own contiguous slice of them
 (:func:`shard`). Each rank backpropagates its slice's loss rescaled by its share of the
 batch's labelled units (:func:`sync_losses`), so the average over ranks that DDP (or the
-per-task gradient engine, :mod:`polytask.autograd_dist`) takes is exactly the gradient of the
+per-task gradient engine, :mod:`polytask.autograd.dist`) takes is exactly the gradient of the
 global batch's loss — N processes with batch B train like 1 process with batch B, up to
 float summation order. Loss weightings, NaN checks and logs all see the global batch's
 per-task losses, identical on every rank, so every rank takes the same decisions.

@@ -28,3 +28,9 @@ class UnknownTaskError(PolytaskError):
 
 class InputError(PolytaskError):
     """A prediction input has the wrong form or size (names it: ``inputs[3]: ...``)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (transformers' messages run to several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -14,13 +14,12 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from polytask import autograd
 from polytask.aggregation import AGGREGATORS, Aggregator
-from polytask.autograd import PerTaskGradients
-from polytask.autograd_passes import average_grads
-from polytask.data.batching import Segment
-from polytask.methods import build
+from polytask.autograd.engine import PerTaskGradients, weighted_backward
+from polytask.autograd.passes import average_grads
 from polytask.models import MultiTaskModel
+from polytask.registry import build
+from polytask.segments import Segment
 from polytask.weighting import WEIGHTINGS, LossWeighting
 
 
@@ -125,8 +124,8 @@ class Objective(nn.Module):
         seen = values if values is not None else losses
         if extra and engine is not None and all(t in losses for t in self.tasks):
             # the engine frees the forward graph: backpropagate the extra terms first
-            total = torch.stack([v.float() for v in extra.values()]).sum()
-            accelerator.backward(total, retain_graph=True)
+            floats = {k: v.float() for k, v in extra.items()}
+            weighted_backward(accelerator, floats, dict.fromkeys(floats, 1.0), retain_graph=True)
             log = self._backward(accelerator, losses, {}, engine, seen)
         else:
             log = self._backward(accelerator, losses, extra, engine, seen)
@@ -156,7 +155,7 @@ class Objective(nn.Module):
             terms = {t: losses[t] * coef[i] for i, t in enumerate(self.tasks)}
             terms["_learned"] = _learned(w * static, vector, regularizer)
             terms.update({f"_extra_{k}": v for k, v in extra.items()})
-            autograd.weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
+            weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
             return log
         coef = (w * static).detach()
         # a Gramian-free aggregator keeps its update exactly when the engine runs (to monitor,
@@ -177,7 +176,7 @@ class Objective(nn.Module):
             norms = stats.norms.to(device) / coef.clamp(min=1e-12)
             learned = learned + self.weighting.balancing_loss(norms, vector)
         if learned.requires_grad:
-            autograd.weighted_backward(accelerator, {"learned": learned}, {"learned": 1.0})
+            weighted_backward(accelerator, {"learned": learned}, {"learned": 1.0})
         log.update(
             {
                 "combine": _named(self.tasks, stats.weights),
@@ -209,7 +208,7 @@ class Objective(nn.Module):
         terms = {t: losses[t] * coef[i] for i, t in enumerate(present)}
         terms["_learned"] = _learned(w * static, seen, self.weighting.regularizer(index).to(device))
         terms.update({f"_extra_{k}": v for k, v in extra.items()})
-        autograd.weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
+        weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
         return {"weights": _named(present, w * static)}
 
     def _fixed_scale(self) -> torch.Tensor:

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import set_seed
-from torch.optim.lr_scheduler import LambdaLR
-from transformers import PreTrainedTokenizerBase
 
-from polytask import checkpoint as ckpt
-from polytask.config import RunConfig, dump_config
+from polytask.config.run import RunConfig, dump_config
 from polytask.data.batching import TaskStream, collate
-from polytask.data.loading import TaskData, load_task_data
-from polytask.data.samplers import build_sampler
 from polytask.distributed import (
     check_engine,
     gather_objects,
@@ -26,22 +20,21 @@ from polytask.distributed import (
     set_engine_batch,
 )
 from polytask.errors import ConfigError
-from polytask.models import ARCHITECTURES, MultiTaskModel
-from polytask.objective import Objective, build_objective
-from polytask.optim import WarmupLinearDecay, build_optimizer
-from polytask.params import count_parameters
-from polytask.progress import TrainProgress
-from polytask.runlog import MetricsLog, truncate_after
-from polytask.tasks import TaskSpec
-from polytask.trainend import BEST, evaluate_and_keep_best, finish
-from polytask.trainstate import (
+from polytask.io import check_weights
+from polytask.samplers import build_sampler
+from polytask.training.end import BEST, evaluate_and_keep_best, finish
+from polytask.training.params import count_parameters
+from polytask.training.progress import TrainProgress
+from polytask.training.runlog import MetricsLog, truncate_after
+from polytask.training.setup import Setup, build, build_optimization
+from polytask.training.state import (
     Resumable,
     TrainState,
     load_checkpoint,
     prepare_run_dir,
     save_checkpoint,
 )
-from polytask.trainstep import (
+from polytask.training.step import (
     TrainingError,
     count_step,
     divergence,
@@ -50,74 +43,7 @@ from polytask.trainstep import (
     train_step,
 )
 
-_step = train_step  # the name affinity.py imports
 __all__ = ["Setup", "build", "build_optimization", "task_losses", "train", "train_step"]
-
-
-@dataclass
-class Setup:
-    """Everything built from a config before any file is written (all validation happens here)."""
-
-    config: RunConfig
-    tokenizer: PreTrainedTokenizerBase
-    data: dict[str, TaskData]
-    model: MultiTaskModel
-    objective: Objective
-
-    @property
-    def specs(self) -> dict[str, TaskSpec]:
-        return {name: d.spec for name, d in self.data.items()}
-
-
-def build(config: RunConfig) -> Setup:
-    """Load encoder, tokenizer and every task's data; build the model. Raises on bad input."""
-    set_seed(config.seed)
-    arch = config.architecture
-    encoder, tokenizer = ARCHITECTURES.get(arch.name).load_pretrained(config.encoder.name)
-    by_name = {t.name: t for t in config.tasks}
-    data = {
-        t.name: load_task_data(
-            t, tokenizer, t.max_length or config.encoder.max_length, config.seed, tasks=by_name
-        )
-        for t in config.tasks
-    }
-    try:
-        model = ARCHITECTURES.get(arch.name)(
-            encoder,
-            [d.spec for d in data.values()],
-            pooling=config.encoder.pooling,
-            head_hidden=arch.head_hidden,
-            head_dropout=arch.head_dropout,
-            **arch.kwargs,
-        )
-    except ValueError as exc:  # an argument that does not fit this encoder or these tasks
-        raise ConfigError(f"architecture: {arch.name}: {exc}") from None
-    specs = [d.spec for d in data.values() if not d.spec.held_out]  # held-out: evaluated only
-    objective = build_objective(
-        [s.name for s in specs],
-        {s.name: s.weight for s in specs},
-        ["regression" if s.type == "regression" else "classification" for s in specs],
-        (config.weighting.name, config.weighting.kwargs),
-        (config.aggregator.name, config.aggregator.kwargs),
-    )
-    return Setup(config, tokenizer, data, model, objective)
-
-
-def build_optimization(setup: Setup) -> tuple[torch.optim.Optimizer, LambdaLR]:
-    """The run's AdamW (model, learned loss weights, aggregator parameters) and its schedule."""
-    tc, objective = setup.config.train, setup.objective
-    optimizer = build_optimizer(
-        setup.model,
-        tc.lr,
-        tc.head_lr,
-        tc.weight_decay,
-        [
-            (objective.weighting.parameters(), objective.weighting.params_lr),
-            (objective.aggregator.parameters(), None),
-        ],
-    )
-    warmup = int(tc.warmup_ratio * tc.max_steps)
-    return optimizer, LambdaLR(optimizer, WarmupLinearDecay(warmup, tc.max_steps))
 
 
 def train(
@@ -188,7 +114,7 @@ def train(
         state = load_checkpoint(resume_from, live, rank)
         if state.best is not None:  # the end of the run reloads the best model: check it now
             for weights in setup.model.saved_weight_files(run_dir / BEST):
-                ckpt.check_weights(weights)
+                check_weights(weights)
         if main:
             truncate_after(run_dir / "metrics.jsonl", state.step)
     elif main:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from polytask.config import load_config
-from polytask.evaluate_run import evaluate_run_with_report
-from polytask.runlog import read_records
+from polytask.config.run import load_config
+from polytask.experiments.evaluate_run import evaluate_run_with_report
 from polytask.train import train
+from polytask.training.runlog import read_records
 from tests.integration.test_real_encoder import _ready
 
 pytestmark = pytest.mark.integration

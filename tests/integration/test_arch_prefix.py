@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from polytask.config import load_config
+from polytask.config.run import load_config
 from polytask.data import bundled
 from polytask.models.encoder import resolve_encoder
-from polytask.predict import Predictor
-from polytask.runlog import read_records
+from polytask.predict.predictor import Predictor
 from polytask.train import train
+from polytask.training.runlog import read_records
 
 pytestmark = pytest.mark.integration
 

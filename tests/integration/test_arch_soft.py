@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from polytask.config import load_config
-from polytask.predict import Predictor
-from polytask.runlog import read_records
+from polytask.config.run import load_config
+from polytask.predict.predictor import Predictor
 from polytask.train import train
+from polytask.training.runlog import read_records
 from tests.integration.test_real_encoder import _ready
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from polytask.config import load_config
-from polytask.runlog import read_records
+from polytask.config.run import load_config
 from polytask.train import build, train
+from polytask.training.runlog import read_records
 from tests.integration.test_arch_mmoe import SHORT, routing_sums_to_one
 from tests.integration.test_real_encoder import _ready
 

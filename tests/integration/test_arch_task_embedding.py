@@ -10,13 +10,14 @@ import pytest
 import torch
 
 import polytask.train as training
-from polytask.config import load_config
+from polytask.config.run import load_config
 from polytask.data import bundled
-from polytask.data.batching import Segment, collate
+from polytask.data.batching import collate
 from polytask.evaluate import evaluate
 from polytask.models.hard import HardSharing
-from polytask.predict import Predictor
-from polytask.runlog import read_records
+from polytask.predict.predictor import Predictor
+from polytask.segments import Segment
+from polytask.training.runlog import read_records
 
 pytestmark = pytest.mark.integration
 STEPS = 16

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from polytask.config import config_from_dict, load_config
+from polytask.config.run import config_from_dict, load_config
 from polytask.data import bundled
 from polytask.models.decoder import converted_dir
 
@@ -31,7 +31,7 @@ def _ready() -> bool:
 @pytest.mark.skipif(not _ready(), reason="run `make install` (bundled decoder, data, peft)")
 def test_lora_instruction_run_saves_and_reloads(tmp_path: Path) -> None:
     from polytask.checkpoint import load_model_folder
-    from polytask.predict import Predictor
+    from polytask.predict.predictor import Predictor
     from polytask.train import train
 
     raw = load_config("instruct").model_dump(mode="json")

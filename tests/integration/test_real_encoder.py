@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from polytask.config import load_config
+from polytask.config.run import load_config
 from polytask.data import bundled
-from polytask.runlog import read_records
 from polytask.train import train
+from polytask.training.runlog import read_records
 
 pytestmark = pytest.mark.integration
 

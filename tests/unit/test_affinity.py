@@ -15,7 +15,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from polytask.affinity import (
+from polytask.autograd.engine import PerTaskGradients
+from polytask.cli.main import main
+from polytask.config.run import config_from_dict
+from polytask.data.batching import TaskStream, collate
+from polytask.diagnostics.affinity import (
     affinity_run,
     best_grouping,
     check_steps,
@@ -24,10 +28,6 @@ from polytask.affinity import (
     measure,
     set_partitions,
 )
-from polytask.autograd import PerTaskGradients
-from polytask.cli.main import main
-from polytask.config import config_from_dict
-from polytask.data.batching import TaskStream, collate
 from polytask.errors import ConfigError
 from polytask.train import Setup, build, train
 from tests.conftest import base_config, sentiment_rows, write_jsonl

@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from polytask.aggregation import AGGREGATORS
-from polytask.config import RunConfig, config_from_dict
+from polytask.config.run import RunConfig, config_from_dict
 from polytask.data.batching import TaskStream, collate
 from polytask.errors import ConfigError
 from polytask.models import ARCHITECTURES

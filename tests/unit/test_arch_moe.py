@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polytask.autograd import PerTaskGradients
-from polytask.data.batching import Segment
+from polytask.autograd.engine import PerTaskGradients
 from polytask.models.mmoe import MMoE
 from polytask.models.switch import SwitchSharing
-from polytask.params import count_parameters
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec
+from polytask.training.params import count_parameters
 from tests.unit.test_autograd import assert_matches
 
 VOCAB, H, INNER, LAYERS = 100, 32, 64, 2
@@ -259,7 +259,7 @@ def test_switch_needs_bert_style_layers() -> None:
 
 @pytest.mark.parametrize("name", ["mmoe", "switch"])
 def test_new_modules_train_at_head_lr_pretrained_ones_at_lr(name: str) -> None:
-    from polytask.optim import build_optimizer
+    from polytask.training.optim import build_optimizer
 
     model = build(name, experts=3)
     optimizer = build_optimizer(model, lr=1e-4, head_lr=1e-3, weight_decay=0.01)

@@ -16,10 +16,10 @@ import torch
 import yaml
 
 import polytask.train
-from polytask.config import load_config
+from polytask.config.run import load_config
 from polytask.data.batching import collate
-from polytask.data.samplers import SAMPLERS
-from polytask.predict import Predictor
+from polytask.predict.predictor import Predictor
+from polytask.samplers import SAMPLERS
 from polytask.train import train
 from tests.unit.test_every_method_trains import STEPS, demo_run, pytestmark  # noqa: F401
 

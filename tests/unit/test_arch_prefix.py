@@ -12,17 +12,17 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from polytask.config import load_config
+from polytask.config.run import load_config
 from polytask.data import bundled
-from polytask.data.batching import Segment
-from polytask.data.samplers import SAMPLERS, build_sampler
 from polytask.errors import ConfigError
 from polytask.models.prefix import PrefixTuning
-from polytask.params import count_parameters
-from polytask.predict import Predictor
-from polytask.runlog import read_records
+from polytask.predict.predictor import Predictor
+from polytask.samplers import SAMPLERS, build_sampler
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec
 from polytask.train import build, train
+from polytask.training.params import count_parameters
+from polytask.training.runlog import read_records
 from tests.conftest import base_config
 from tests.unit.test_cli import assert_user_error, polytask, write_config
 

@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from polytask import checkpoint as ckpt
-from polytask.config import load_config
+from polytask.config.run import load_config
 from polytask.data.batching import collate
-from polytask.data.samplers import SAMPLERS
 from polytask.errors import ConfigError
-from polytask.evaluate_run import evaluate_run
-from polytask.predict import Predictor
+from polytask.experiments.evaluate_run import evaluate_run
+from polytask.predict.predictor import Predictor
+from polytask.samplers import SAMPLERS
 from polytask.train import build, task_losses
 from tests.conftest import base_config
 from tests.unit.test_cli import assert_user_error, polytask

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import polytask.autograd
-from polytask.autograd import GradStats, PerTaskGradients, gramian_to_cosine
-from polytask.data.batching import Segment
+import polytask.autograd.engine
+from polytask.autograd.engine import GradStats, PerTaskGradients, gramian_to_cosine
+from polytask.segments import Segment
 
 ATOL = 1e-6
 ROWS, LENGTH, VOCAB = 3, 10, 100
@@ -201,7 +201,7 @@ def test_single_input_exact_equals_autograd(dropout: bool, monkeypatch: Any) -> 
     def unhooked(*args: Any) -> None:
         raise AssertionError("the plain per-task passes ran instead of the hooked ones")
 
-    monkeypatch.setattr(polytask.autograd, "per_task_passes", unhooked)
+    monkeypatch.setattr(polytask.autograd.engine, "per_task_passes", unhooked)
     model = tiny_bert_model(3)
     model.train(dropout)
     engine = PerTaskGradients(model)

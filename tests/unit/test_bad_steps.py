@@ -12,17 +12,17 @@ import torch
 from safetensors.torch import load_file
 
 import polytask.train
-import polytask.trainstep
-from polytask.config import config_from_dict
-from polytask.runlog import read_records
+import polytask.training.step
+from polytask.config.run import config_from_dict
 from polytask.train import train
-from polytask.trainstep import TrainingError
+from polytask.training.runlog import read_records
+from polytask.training.step import TrainingError
 from tests.conftest import base_config
 
 
 def poison(monkeypatch: pytest.MonkeyPatch, bad_steps: set[int]) -> None:
     """Make the ``reg`` loss NaN on the given (1-based) steps; one forward per step."""
-    real = polytask.trainstep.task_losses
+    real = polytask.training.step.task_losses
     step = iter(range(1, 10_000))
 
     def losses(model: Any, batch: Any, specs: Any) -> dict[str, torch.Tensor]:
@@ -31,7 +31,7 @@ def poison(monkeypatch: pytest.MonkeyPatch, bad_steps: set[int]) -> None:
             out["reg"] = out["reg"] * float("nan")
         return out
 
-    monkeypatch.setattr(polytask.trainstep, "task_losses", losses)
+    monkeypatch.setattr(polytask.training.step, "task_losses", losses)
 
 
 def watch_updates(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, bool]]:

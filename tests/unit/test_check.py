@@ -10,8 +10,14 @@ from typing import Any
 import pytest
 import torch
 
-from polytask.check import check_batches, check_setup, gradient_cosines, label, run_check
-from polytask.config import config_from_dict
+from polytask.config.run import config_from_dict
+from polytask.diagnostics.check import (
+    check_batches,
+    check_setup,
+    gradient_cosines,
+    label,
+    run_check,
+)
 from polytask.errors import ConfigError
 from polytask.train import Setup, build, task_losses
 from tests.conftest import base_config, regression_rows, write_jsonl

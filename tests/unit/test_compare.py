@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from polytask.compare import baseline_config, compare, matched_eval_every
-from polytask.compare_summary import markdown, relative_change, seed_stats, status, summarize
-from polytask.config import RunConfig, config_from_dict, load_config
+from polytask.config.run import RunConfig, config_from_dict, load_config
 from polytask.errors import ConfigError, PolytaskError
+from polytask.experiments.compare import baseline_config, compare, matched_eval_every
+from polytask.experiments.summary import markdown, relative_change, seed_stats, status, summarize
 from polytask.tasks import task_type
 from tests.conftest import base_config
 

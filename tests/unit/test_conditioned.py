@@ -19,17 +19,17 @@ from transformers import BertConfig, BertModel
 
 import polytask.train as training
 from polytask import checkpoint as ckpt
-from polytask.autograd import PerTaskGradients
-from polytask.config import ARCHITECTURE_SUPPLIED as SUPPLIED
-from polytask.data.batching import Segment
-from polytask.data.samplers import SAMPLERS
+from polytask.autograd.engine import PerTaskGradients
+from polytask.config.run import ARCHITECTURE_SUPPLIED as SUPPLIED
 from polytask.errors import ConfigError
-from polytask.methods import bind
 from polytask.models import ARCHITECTURES
 from polytask.models.hard import HardSharing
-from polytask.params import count_parameters
-from polytask.predict import Predictor
+from polytask.predict.predictor import Predictor
+from polytask.registry import bind
+from polytask.samplers import SAMPLERS
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec
+from polytask.training.params import count_parameters
 from tests.conftest import base_config
 from tests.unit.test_arch_moe_trains import falls
 from tests.unit.test_autograd import VOCAB, assert_matches, make_batch, run_engine

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polytask.config import RunConfig, config_from_dict, dump_config, load_config
+from polytask.config.run import RunConfig, config_from_dict, dump_config, load_config
 from polytask.errors import ConfigError
 
 MINIMAL = {

@@ -29,11 +29,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from polytask.config import config_from_dict
+from polytask.config.run import config_from_dict
 from polytask.data.batching import TaskStream
 from polytask.distributed import shard
-from polytask.runlog import read_records
 from polytask.train import train
+from polytask.training.runlog import read_records
 from tests.conftest import base_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,14 +184,14 @@ def test_sharded_engine_paths_on_one_process(
     written once), final evaluation of a plain copy, no resumable checkpoint, per-task
     gradient methods and --resume refused. Metrics equal those of the normal run."""
     import polytask.distributed
-    import polytask.trainend
+    import polytask.training.end
     from polytask.errors import ConfigError
 
     data = base_config(tiny_encoder, task_files, max_steps=6, eval_every=3)
     data["sampler"] = {"tasks_per_step": "all"}
     data["train"]["monitor_every"] = None
     normal = train(config_from_dict(data), tmp_path / "normal", show_progress=False)
-    for module in (polytask.distributed, polytask.trainend, polytask.train):
+    for module in (polytask.distributed, polytask.training.end, polytask.train):
         monkeypatch.setattr(module, "needs_full_model", lambda accelerator: True)
     sharded = train(config_from_dict(data), tmp_path / "sharded", show_progress=False)
     assert sharded["tasks"] == normal["tasks"] and sharded["best_step"] == normal["best_step"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from polytask.aggregation import AGGREGATORS
-from polytask.config import load_config
+from polytask.config.run import load_config
 from polytask.data import bundled
-from polytask.runlog import read_records
 from polytask.train import train
+from polytask.training.runlog import read_records
 from polytask.weighting import WEIGHTINGS
 
 pytestmark = pytest.mark.skipif(

@@ -11,12 +11,12 @@ import torch
 from pydantic import ValidationError
 
 from polytask.checkpoint import load_model_folder, save_model_folder
-from polytask.config import config_from_dict
-from polytask.data.batching import Segment
-from polytask.data.prompts import InstructionConfig, answer_ids, make_answer
+from polytask.config.run import config_from_dict
 from polytask.errors import ConfigError
 from polytask.evaluate import predict_split
+from polytask.segments import Segment
 from polytask.tasks import IGNORE_INDEX, task_type
+from polytask.tasks.prompts import InstructionConfig, answer_ids, make_answer
 from polytask.train import build
 from tests.conftest import sentiment_rows, tagging_rows, write_jsonl
 
@@ -204,7 +204,7 @@ def _mean_losses(run: Path, task: str) -> tuple[float, float]:
 def test_per_task_losses_fall_and_held_out_is_only_evaluated(
     tiny_decoder: Path, instruction_files: Any, tmp_path: Path
 ) -> None:
-    from polytask.predict import Predictor
+    from polytask.predict.predictor import Predictor
     from polytask.train import train
 
     raw = instruct_config(tiny_decoder, instruction_files, "none", max_steps=30, eval_every=30)
@@ -399,7 +399,7 @@ def test_choice_scores_give_the_same_loss_as_the_loss_forward(
 def test_diversity_pair_is_checked_and_tabled(
     tiny_decoder: Path, instruction_files: Any, tmp_path: Path
 ) -> None:
-    from polytask.diversity import check_pair, markdown, run_diversity
+    from polytask.experiments.diversity import check_pair, markdown, run_diversity
 
     mixed_raw = instruct_config(tiny_decoder, instruction_files, "none", max_steps=2)
     single_raw = instruct_config(tiny_decoder, instruction_files, "none", max_steps=2)

@@ -13,17 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from polytask.config import config_from_dict
-from polytask.config_tasks import AUXILIARY_WEIGHT
-from polytask.data.batching import Segment, TaskStream, collate
+from polytask.config.run import config_from_dict
+from polytask.config.tasks import AUXILIARY_WEIGHT
+from polytask.data.batching import TaskStream, collate
 from polytask.errors import ConfigError, PolytaskError
 from polytask.models.heads import build_head
 from polytask.models.lm_head import MaskedLMHead
-from polytask.params import count_parameters
-from polytask.predict import Predictor
+from polytask.predict.predictor import Predictor
+from polytask.segments import Segment
 from polytask.tasks import IGNORE_INDEX, TaskSpec, task_type
 from polytask.tasks.lm import mask_tokens
 from polytask.train import build, train
+from polytask.training.params import count_parameters
 from tests.conftest import base_config
 
 MASK, VOCAB = 4, 1000

@@ -20,13 +20,14 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from polytask.config import TaskConfig
+from polytask.config.run import TaskConfig
 from polytask.data.instructions import _checked
-from polytask.data.loading import read_table, read_task
-from polytask.data.prompts import make_answer
+from polytask.data.loading import read_task
+from polytask.data.read import read_table
 from polytask.data.texts import _texts
 from polytask.errors import DataError
 from polytask.tasks import task_type
+from polytask.tasks.prompts import make_answer
 
 CASES = settings(
     max_examples=150,

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from polytask.config import TaskConfig
+from polytask.config.run import TaskConfig
 from polytask.data.loading import load_task_data
 from polytask.errors import DataError
 

@@ -3,10 +3,10 @@
 import pytest
 
 from polytask.aggregation import AGGREGATORS
-from polytask.config import config_from_dict
+from polytask.config.run import config_from_dict
 from polytask.errors import ConfigError
-from polytask.methods import bind, build
 from polytask.objective import build_objective
+from polytask.registry import bind, build
 from polytask.weighting import WEIGHTINGS
 
 TASKS = {

@@ -15,10 +15,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from polytask.config import config_from_dict, load_config
+from polytask.config.run import config_from_dict, load_config
 from polytask.errors import ConfigError
-from polytask.runlog import read_records
 from polytask.train import train
+from polytask.training.runlog import read_records
 from tests.conftest import base_config
 
 ROOT = Path(__file__).resolve().parents[2]

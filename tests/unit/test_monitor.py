@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from polytask.config import config_from_dict
-from polytask.runlog import read_records
+from polytask.config.run import config_from_dict
 from polytask.train import train
+from polytask.training.runlog import read_records
 from tests.conftest import base_config
 
 

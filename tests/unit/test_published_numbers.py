@@ -119,7 +119,7 @@ def test_the_demo_block_reads_what_polytask_train_writes(
     tmp_path: Path, tiny_encoder: Path, task_files: dict[str, dict[str, Path]]
 ) -> None:
     """``docs/results/demo.json`` is a copied ``final_metrics.json``: render a real one."""
-    from polytask.config import config_from_dict
+    from polytask.config.run import config_from_dict
     from polytask.train import train
 
     config = config_from_dict(base_config(tiny_encoder, task_files, max_steps=2, eval_every=2))

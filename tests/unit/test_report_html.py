@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from polytask.config import config_from_dict
+from polytask.config.run import config_from_dict
 from polytask.errors import RunDirError
-from polytask.report_html import load_inputs, render, write_report
+from polytask.report.html import load_inputs, render, write_report
 from polytask.train import train
 from tests.conftest import (
     base_config,
@@ -315,7 +315,7 @@ def test_bad_input_is_one_line_and_writes_nothing(run_dir: Path, tmp_path: Path)
 
 def test_summary_names_the_sampler_that_ran() -> None:
     """Only the configured sampler's own arguments; none with every task in every step."""
-    from polytask.report_run import _sampler
+    from polytask.report.run import _sampler
 
     assert _sampler({"name": None, "tasks_per_step": "all"}) == "none: every task in every step"
     entry = {"name": "temperature", "tasks_per_step": 1, "alpha": 0.5}

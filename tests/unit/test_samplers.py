@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from polytask.data.samplers import SAMPLERS, Annealed, build_sampler, update_counts
+from polytask.samplers import SAMPLERS, Annealed, build_sampler, update_counts
 
 SIZES = [8000, 1000, 100]
 
@@ -76,9 +76,9 @@ def test_every_task_sampler_of_tasks_per_step_all() -> None:
 @pytest.mark.parametrize("name", SAMPLERS.names())
 def test_sampler_arguments_bind_to_the_constructor(name: str) -> None:
     """The config's keys are the constructor's arguments, typed by its annotations."""
-    from polytask.config import SAMPLER_SUPPLIED
+    from polytask.config.run import SAMPLER_SUPPLIED
     from polytask.errors import ConfigError
-    from polytask.methods import bind
+    from polytask.registry import bind
 
     bound = bind(SAMPLERS, name, {}, "sampler", supplied=SAMPLER_SUPPLIED)
     built = build_sampler(name, SIZES, 0, bound)

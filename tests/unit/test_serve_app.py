@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from polytask.predict import Predictor
+from polytask.predict.predictor import Predictor
 from polytask.serve import Limits
 from polytask.serve.app import create_app
 from tests.unit.test_serve_predict import PAIRS, TEXTS

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from polytask.predict import Job
+from polytask.predict.predictor import Job
 from polytask.serve.batcher import Batcher
 
 

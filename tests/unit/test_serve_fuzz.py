@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from polytask.predict import Predictor
+from polytask.predict.predictor import Predictor
 from polytask.serve import Limits
 from polytask.serve.app import create_app
 

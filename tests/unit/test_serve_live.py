@@ -22,8 +22,8 @@ import httpx
 import pytest
 import uvicorn
 
-from polytask.config import config_from_dict
-from polytask.predict import Predictor
+from polytask.config.run import config_from_dict
+from polytask.predict.predictor import Predictor
 from polytask.serve.app import create_app
 from polytask.serve.server import bind
 from polytask.train import train

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel
 
 from polytask.data.batching import length_chunks
 from polytask.errors import InputError, UnknownTaskError
-from polytask.predict import Job, Predictor
+from polytask.predict.predictor import Job, Predictor
 from tests.unit.serve_model import ARCH_ARGS, assert_same, make_model_folder
 from tests.unit.test_cli import assert_user_error, polytask
 

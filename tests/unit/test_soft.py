@@ -13,13 +13,13 @@ import torch
 from torch import Tensor
 from transformers import BertConfig, BertModel
 
-from polytask.autograd import PerTaskGradients
-from polytask.data.batching import Segment
+from polytask.autograd.engine import PerTaskGradients
 from polytask.models import ARCHITECTURES
 from polytask.models.hard import HardSharing
 from polytask.models.soft import SoftSharing, layer_index, penalised_names
-from polytask.params import count_parameters
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec
+from polytask.training.params import count_parameters
 
 LAYERS, HIDDEN, INNER, VOCAB, POSITIONS = 3, 16, 32, 40, 24
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from polytask.config import load_config
+from polytask.config.run import load_config
 from polytask.data import bundled
 from polytask.errors import ConfigError
-from polytask.runlog import read_records
-from polytask.sweep import interference_threshold, markdown, parse_weights
+from polytask.experiments.sweep import interference_threshold, markdown, parse_weights
 from polytask.train import train
+from polytask.training.runlog import read_records
 from tests.conftest import base_config
 from tests.unit.test_cli import assert_user_error
 

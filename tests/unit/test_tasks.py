@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from polytask.config import TaskConfig
+from polytask.config.run import TaskConfig
 from polytask.errors import DataError
 from polytask.tasks import IGNORE_INDEX, task_type
 from polytask.tasks.tagging import Tagging

@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
-from polytask.config import config_from_dict, load_config
-from polytask.evaluate_run import evaluate_run
-from polytask.predict import Predictor
-from polytask.runlog import read_records
+from polytask.config.run import config_from_dict, load_config
+from polytask.experiments.evaluate_run import evaluate_run
+from polytask.predict.predictor import Predictor
 from polytask.train import train
+from polytask.training.runlog import read_records
 from tests.conftest import base_config
 
 
@@ -161,8 +161,8 @@ def test_learned_loss_weights_train_at_their_own_learning_rate(tiny_encoder: Pat
     """`weighting: {name: gradnorm, lr: ...}` gives the weights their own optimiser group."""
     from polytask.models.encoder import load_encoder
     from polytask.models.hard import HardSharing
-    from polytask.optim import build_optimizer
     from polytask.tasks import TaskSpec
+    from polytask.training.optim import build_optimizer
     from polytask.weighting import WEIGHTINGS
 
     encoder, _ = load_encoder(str(tiny_encoder))

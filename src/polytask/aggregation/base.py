@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from polytask.registry import Registry
-from polytask.weighting.base import SeededState
+from polytask.rng import SeededState
 
 Array = npt.NDArray[np.float64]
 Index = npt.NDArray[np.intp]

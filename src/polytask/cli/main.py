@@ -60,14 +60,14 @@ def train(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train a multi-task model and evaluate it on validation and test."""
-    from polytask.config import load_config
+    from polytask.config.run import load_config
 
     config_path, overrides = _split_args(args)
     if resume and config_path is None:
         config_path = str(output / "config.yaml") if (output / "config.yaml").is_file() else None
     config = load_config(config_path, overrides)
     # imported after the config is checked: a bad config fails without loading torch & co.
-    from polytask.report_table import results_table
+    from polytask.cli.tables import results_table
     from polytask.train import train as run_training
 
     final = run_training(
@@ -104,9 +104,9 @@ def sweep_aux(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train one run per auxiliary-task weight; table of primary metric and auxiliary loss."""
-    from polytask.config import load_config
-    from polytask.sweep import markdown, parse_weights
-    from polytask.sweep import sweep_aux as run_sweep
+    from polytask.config.run import load_config
+    from polytask.experiments.sweep import markdown, parse_weights
+    from polytask.experiments.sweep import sweep_aux as run_sweep
 
     parsed = parse_weights(weights)
     config_path, overrides = _split_args(args)
@@ -137,10 +137,10 @@ def check(
     ] = None,
 ) -> None:
     """Pre-flight checklist: gradient cosines, loss scales, sampling plan, sizes, advice."""
-    from polytask.check import run_check
     from polytask.checkpoint import write_json
-    from polytask.config import load_config
-    from polytask.report_table import check_tables
+    from polytask.cli.tables import check_tables
+    from polytask.config.run import load_config
+    from polytask.diagnostics.check import run_check
 
     if output is not None and not output.parent.is_dir():
         raise PolytaskError(f"--output: folder '{output.parent}' does not exist")
@@ -171,9 +171,9 @@ def compare(
     quiet: Annotated[bool, typer.Option(help="no progress")] = False,
 ) -> None:
     """Multi-task model vs one single-task baseline per task: table, Δm% and verdict."""
-    from polytask.compare import compare as run_compare
-    from polytask.compare_summary import markdown
-    from polytask.config import load_config
+    from polytask.config.run import load_config
+    from polytask.experiments.compare import compare as run_compare
+    from polytask.experiments.summary import markdown
 
     config_path, overrides = _split_args(args)
     if config_path is None:
@@ -206,9 +206,9 @@ def affinity(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Lookahead task affinity (TAG) over a short run, and the best grouping per K."""
-    from polytask.affinity import affinity_table, groups_table, task_affinity
     from polytask.checkpoint import write_json
-    from polytask.config import load_config
+    from polytask.config.run import load_config
+    from polytask.diagnostics.affinity import affinity_table, groups_table, task_affinity
 
     config_path, overrides = _split_args(args)
     config = load_config(config_path, overrides)
@@ -235,8 +235,8 @@ def diversity(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Instruction tuning on one task type vs a mixture (same examples), on held-out tasks."""
-    from polytask.config import load_config
-    from polytask.diversity import markdown, run_diversity
+    from polytask.config.run import load_config
+    from polytask.experiments.diversity import markdown, run_diversity
 
     log = None if quiet else (lambda line: err.print(line, highlight=False, markup=False))
     summary = run_diversity(load_config(single), load_config(mixed), out, overwrite, not quiet, log)
@@ -253,8 +253,8 @@ def eval_(
     """Evaluate a trained run on one split of its tasks' data."""
     if split not in ("train", "validation", "test"):
         raise PolytaskError(f"--split must be train, validation or test, not '{split}'")
-    from polytask.evaluate_run import evaluate_run_with_report
-    from polytask.report_table import routing_table
+    from polytask.cli.tables import routing_table
+    from polytask.experiments.evaluate_run import evaluate_run_with_report
 
     metrics, report = evaluate_run_with_report(run_dir, split)
     from rich.table import Table
@@ -283,7 +283,7 @@ def report(
     ] = None,
 ) -> None:
     """Write one self-contained HTML report (plots embedded, opens offline)."""
-    from polytask.report_html import write_report
+    from polytask.report.html import write_report
 
     out.print(f"written: {write_report(directory, output)}", highlight=False)
 
@@ -292,8 +292,8 @@ def report(
 def ls() -> None:
     """List registered architectures, samplers, task types, loss weightings, aggregators."""
     from polytask.aggregation import AGGREGATORS
-    from polytask.data.samplers import SAMPLERS
     from polytask.models import ARCHITECTURES
+    from polytask.samplers import SAMPLERS
     from polytask.tasks import TASK_TYPES
     from polytask.weighting import WEIGHTINGS
 

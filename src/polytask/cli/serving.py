@@ -69,7 +69,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
 ) -> None:
     """Predict one task (or every task: --task '*') for every input line; JSON lines on stdout."""
-    from polytask.predict import ALL, Predictor
+    from polytask.predict.predictor import ALL, Predictor
 
     predictor = Predictor(run_dir)
     if task != ALL:

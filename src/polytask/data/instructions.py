@@ -14,14 +14,14 @@ import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from polytask.config import TaskConfig
-from polytask.data.loading import Table, TaskData, _split_paths, read_table
-from polytask.data.prompts import NONE_ANSWER, ExampleEncoder, as_text, make_answer
+from polytask.config.run import TaskConfig
+from polytask.data.read import Table, TaskData, read_table, split_paths
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.base import Where, is_missing
 from polytask.tasks.classification import check_class_column
 from polytask.tasks.instruction import Instruction
+from polytask.tasks.prompts import NONE_ANSWER, ExampleEncoder, as_text, make_answer
 from polytask.tasks.tagging import check_tag_names, read_sequences
 
 SPLITS = ("train", "validation", "test")
@@ -44,7 +44,7 @@ def load_instruction_data(
     assert isinstance(ttype, Instruction) and config.instruction is not None
     ins = config.instruction
     cols = config.columns
-    paths = _split_paths(config)
+    paths = split_paths(config)
     wanted = only or tuple(s for s in SPLITS if s in paths)
     missing = [s for s in (*wanted, *(() if spec else ("train",))) if s not in paths]
     if missing:

@@ -16,8 +16,8 @@ from typing import Any
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-from polytask.config import TaskConfig
-from polytask.data.loading import TaskData, _split_paths, read_table
+from polytask.config.run import TaskConfig
+from polytask.data.read import TaskData, read_table, split_paths
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.base import Where, describe
@@ -45,7 +45,7 @@ def _as_text(value: Any, row: int, where: Where) -> str | None:
 
 def _texts(config: TaskConfig, split: str, seed: int) -> list[str] | None:
     """The texts of one split of ``config``'s own data (None: it has no such split)."""
-    paths = _split_paths(config) if (config.data.bundled or config.data.train) else {}
+    paths = split_paths(config) if (config.data.bundled or config.data.train) else {}
     if split not in paths:
         return None
     path, fmt, encoding = paths[split]

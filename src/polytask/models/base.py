@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
-from polytask.data.batching import Segment
 from polytask.errors import RunDirError
+from polytask.io import load_weights
 from polytask.registry import Registry
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec
 
 if TYPE_CHECKING:
@@ -124,8 +125,6 @@ class MultiTaskModel(nn.Module, ABC):
 
     def load_weights(self, folder: Path) -> None:
         """Load what :meth:`save_weights` wrote; :class:`RunDirError` when it does not fit."""
-        from polytask.checkpoint import load_weights  # checkpoint imports the models
-
         weights = folder / WEIGHTS_FILE
         if not weights.is_file():
             raise RunDirError(f"{folder}: missing {WEIGHTS_FILE}")

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from polytask.data.batching import Segment
 from polytask.errors import ConfigError, RunDirError
 from polytask.models.base import ARCHITECTURES, ENCODER_DIR, MultiTaskModel
+from polytask.segments import Segment
 from polytask.tasks import IGNORE_INDEX, TaskSpec
 
 ADAPTER_DIR = "adapter"

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from polytask.data.batching import Segment
 from polytask.models.hard import HardSharing
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec
 
 

@@ -29,7 +29,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from polytask.data.bundled import cache_dir, fetch_wheel
+from polytask.cache import cache_dir, fetch_wheel
 from polytask.errors import ConfigError
 
 # loading reports and progress bars are noise for a CLI user (as for encoders)

@@ -16,7 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from polytask.errors import ConfigError
+from polytask.errors import ConfigError, first_line
 
 BUNDLED_ENCODERS = {
     # name -> (importable package that ships the weights, folder inside it, pip requirement)
@@ -50,12 +50,6 @@ def resolve_encoder(name: str) -> str:
 
 #: what loading a model folder raises on unreadable or malformed files
 LOAD_ERRORS = (OSError, ValueError, TypeError, SafetensorError, StrictDataclassError)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message, first line only (transformers' messages run to several)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from polytask.data.batching import Segment
 from polytask.models.base import ARCHITECTURES, MultiTaskModel
 from polytask.models.heads import build_head, pool
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec, task_type
 
 

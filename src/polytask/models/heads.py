@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from polytask.models.lm_head import MaskedLMHead
 from polytask.tasks import TaskSpec, task_type
 
 
@@ -48,7 +51,10 @@ def build_head(
     Every architecture builds its heads here, so a new task type brings its head to all.
     """
     ttype = task_type(spec.type)
-    custom = ttype.build_head(spec, encoder, inner, dropout)
-    if custom is not None:
-        return custom
+    if ttype.head != "default":
+        return HEADS[ttype.head](encoder)
     return Head(int(encoder.config.hidden_size), ttype.num_outputs(spec), inner, dropout)
+
+
+#: the heads a task type can ask for by name (``TaskType.head``), built on the encoder
+HEADS: dict[str, Callable[[PreTrainedModel], nn.Module]] = {"mlm": MaskedLMHead.for_encoder}

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from polytask.data.batching import Segment
 from polytask.models.base import ARCHITECTURES, MultiTaskModel
 from polytask.models.heads import Head, pool
 from polytask.models.routing import RoutingTally
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec, task_type
 
 

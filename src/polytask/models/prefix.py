@@ -23,11 +23,10 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from polytask.autograd_hooks import overlapping
-from polytask.data.batching import Segment
 from polytask.models.base import ARCHITECTURES
 from polytask.models.hard import HardSharing
 from polytask.models.heads import pool
+from polytask.segments import Segment, overlapping
 from polytask.tasks import TaskSpec, task_type
 
 ATTENTION = "polytask_prefix"  # the encoder's attention implementation while it has prefixes

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from polytask.data.batching import Segment
 from polytask.models.base import ARCHITECTURES, MultiTaskModel
 from polytask.models.heads import Head, pool
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec, task_type
 
 # "encoder.layer.3.", "layers.3.", "h.3.", "block.3.": the index of a transformer layer

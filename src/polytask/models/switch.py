@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from polytask.data.batching import Segment
 from polytask.models.base import ARCHITECTURES
 from polytask.models.hard import HardSharing
 from polytask.models.routing import RoutingTally
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec
 
 

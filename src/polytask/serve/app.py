@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from polytask import __version__
 from polytask.errors import PolytaskError, UnknownTaskError
-from polytask.predict import Job, Predictor
+from polytask.predict.predictor import Job, Predictor
 from polytask.serve.batcher import Batcher
 from polytask.serve.limits import Limits
 from polytask.serve.schemas import (

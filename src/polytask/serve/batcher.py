@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from polytask.predict import Job
+from polytask.predict.predictor import Job
 
 log = logging.getLogger("polytask.serve")
 Results = list[list[dict[str, Any]]]

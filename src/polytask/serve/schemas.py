@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from polytask.errors import InputError
-from polytask.predict_inputs import ALL, Form
+from polytask.predict.inputs import ALL, Form
 from polytask.serve.limits import Limits
 
 if TYPE_CHECKING:
-    from polytask.predict import Predictor
+    from polytask.predict.predictor import Predictor
 
 
 class Error(BaseModel):

@@ -72,7 +72,7 @@ def serve(
         ) from None
     import torch
 
-    from polytask.predict import Predictor
+    from polytask.predict.predictor import Predictor
 
     if threads is not None:  # more threads than free cores makes torch spin, not compute
         torch.set_num_threads(threads)

@@ -11,10 +11,9 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
-from torch import nn
 
 from polytask.errors import DataError
 from polytask.registry import Registry
@@ -24,9 +23,39 @@ Where = Callable[[int], str]  # row index -> "file, row N, column 'c'" for error
 
 if TYPE_CHECKING:
     import datasets
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
-    from polytask.config import TaskConfig
+
+class _Columns(Protocol):
+    @property
+    def text_pair(self) -> str | None: ...
+
+
+class TaskOptions(Protocol):
+    """The settings of one task that a task type reads when it fits its spec and checks its
+    labels. :class:`polytask.config.TaskConfig` provides them; a task type never imports
+    the config, so any object with these attributes will do."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> list[str] | None: ...
+    @property
+    def multi_label(self) -> bool: ...
+    @property
+    def label_separator(self) -> str: ...
+    @property
+    def weight(self) -> float: ...
+    @property
+    def critical(self) -> bool | None: ...
+    @property
+    def auxiliary(self) -> bool: ...
+    @property
+    def held_out(self) -> bool: ...
+    @property
+    def instruction(self) -> Any: ...
+    @property
+    def columns(self) -> _Columns: ...
 
 
 @dataclass
@@ -78,6 +107,9 @@ class TaskType(ABC):
     #: most rows per evaluation batch (None: the run's eval_batch_size); ``lm`` caps it
     #: because its logits are rows × length × vocabulary
     eval_rows: ClassVar[int | None] = None
+    #: which head the models build for the task: ``"default"`` (:class:`~polytask.models.heads.Head`
+    #: over :meth:`num_outputs`) or a head named in ``polytask.models.heads.HEADS``
+    head: ClassVar[str] = "default"
 
     def primary(self, spec: TaskSpec) -> str:
         """The metric that ranks checkpoints and models of this task (``primary_metric``
@@ -85,11 +117,11 @@ class TaskType(ABC):
         return self.primary_metric
 
     @abstractmethod
-    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+    def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         """Build the task's spec from its config and the raw training labels."""
         ...
 
-    def read_texts(self, config: TaskConfig, values: Sequence[Any], where: Where) -> list[Any]:
+    def read_texts(self, config: TaskOptions, values: Sequence[Any], where: Where) -> list[Any]:
         """A split's text cells as this type reads them: strings, as written (``where`` names
         the column). Anything else (null, list, number, bool) is a :class:`DataError`."""
         for row, value in enumerate(values):
@@ -100,7 +132,7 @@ class TaskType(ABC):
         return list(values)
 
     def read_labels(
-        self, config: TaskConfig, values: Sequence[Any], where: Where, text_cells: bool
+        self, config: TaskOptions, values: Sequence[Any], where: Where, text_cells: bool
     ) -> list[Any]:
         """A split's label cells checked for type as a whole column (``text_cells``: the file
         is CSV/TSV/CoNLL, whose cells are text as written). Returns the values :meth:`encode`
@@ -170,13 +202,6 @@ class TaskType(ABC):
         instruction task scores its allowed answers or generates), or ``None``: they come
         from the loss forward's logits (:meth:`predict_indices`). When the result carries
         the loss, the loss forward is skipped. Default: ``None``."""
-        return None
-
-    def build_head(
-        self, spec: TaskSpec, encoder: PreTrainedModel, inner: int | None, dropout: float
-    ) -> nn.Module | None:
-        """The task's own head on ``encoder``, or ``None`` for the default :class:`Head` over
-        :meth:`num_outputs` (see ``polytask.models.heads.build_head``)."""
         return None
 
 

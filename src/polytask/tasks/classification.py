@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from polytask.errors import DataError
 from polytask.tasks.base import (
     IGNORE_INDEX,
     TASK_TYPES,
+    TaskOptions,
     TaskSpec,
     TaskType,
     Where,
@@ -20,9 +21,6 @@ from polytask.tasks.base import (
     is_missing,
     row_of,
 )
-
-if TYPE_CHECKING:
-    from polytask.config import TaskConfig
 
 
 def _names(value: Any, multi: bool, separator: str, row: int, where: Where) -> list[Any]:
@@ -108,7 +106,7 @@ class Classification(TaskType):
 
     primary_metric: ClassVar[str] = "accuracy"
 
-    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+    def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         if config.labels is not None:
             labels = list(config.labels)
         else:
@@ -135,7 +133,7 @@ class Classification(TaskType):
         )
 
     def read_labels(
-        self, config: TaskConfig, values: Sequence[Any], where: Where, text_cells: bool
+        self, config: TaskOptions, values: Sequence[Any], where: Where, text_cells: bool
     ) -> list[Any]:
         """Class labels: all strings or all integer ids (never bools or floats), no two
         differing only in whitespace; multi-label: separated strings or lists."""

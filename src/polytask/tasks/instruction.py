@@ -1,6 +1,6 @@
 """Instruction tasks for a causal LM: a prompt in, an answer out, loss on the answer only.
 
-Each example becomes ``(prompt, answer)`` (see :mod:`polytask.data.prompts`): the rows the
+Each example becomes ``(prompt, answer)`` (see :mod:`polytask.tasks.prompts`): the rows the
 model sees are ``prompt + answer`` and the labels are the answer's token ids, ``-100`` on the
 prompt, so the next-token cross-entropy counts answer tokens only (FLAN-style instruction
 tuning, Wei et al. 2022; Chung et al. 2022). Evaluation per task: the token-level loss on
@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from polytask.data import prompts
 from polytask.errors import ConfigError, DataError, PolytaskError
+from polytask.tasks import prompts
 from polytask.tasks.base import (
     IGNORE_INDEX,
     TASK_TYPES,
     OwnPredictions,
+    TaskOptions,
     TaskSpec,
     TaskType,
     Where,
@@ -34,8 +35,6 @@ from polytask.tasks.base import (
 if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedTokenizerBase
-
-    from polytask.config import TaskConfig
 
 
 def normalize(text: str) -> str:
@@ -64,7 +63,7 @@ class Instruction(TaskType):
         many texts without one), else ``accuracy``."""
         return "entity_f1" if spec.options.get("answer") == "entities" else self.primary_metric
 
-    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+    def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         """The allowed answers (``choices``) and the prompt settings, saved with the model."""
         ins = config.instruction
         if ins is None:

@@ -18,15 +18,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from polytask.errors import ConfigError, PolytaskError
-from polytask.tasks.base import IGNORE_INDEX, TASK_TYPES, TaskSpec, TaskType, Where
+from polytask.tasks.base import IGNORE_INDEX, TASK_TYPES, TaskOptions, TaskSpec, TaskType, Where
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
-    from polytask.config import TaskConfig
 
 MASK_SHARE = 0.15
 #: of the picked tokens: this share becomes [MASK], the same again a random token, the rest stay
@@ -72,8 +70,9 @@ class MaskedLM(TaskType):
     primary_metric: ClassVar[str] = "loss"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "perplexity"})
     eval_rows: ClassVar[int | None] = 32
+    head: ClassVar[str] = "mlm"  # the MLM head tied to the word embeddings
 
-    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+    def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         return TaskSpec(
             name=config.name,
             type="lm",
@@ -145,10 +144,3 @@ class MaskedLM(TaskType):
 
     def decode(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
         raise PolytaskError(f"task '{spec.name}' is a language-modelling objective: not served")
-
-    def build_head(
-        self, spec: TaskSpec, encoder: PreTrainedModel, inner: int | None, dropout: float
-    ) -> nn.Module | None:
-        from polytask.models.lm_head import MaskedLMHead
-
-        return MaskedLMHead.for_encoder(encoder)

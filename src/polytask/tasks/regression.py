@@ -5,17 +5,21 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from polytask.errors import DataError
-from polytask.tasks.base import TASK_TYPES, TaskSpec, TaskType, Where, describe, is_missing
-
-if TYPE_CHECKING:
-    from polytask.config import TaskConfig
-
+from polytask.tasks.base import (
+    TASK_TYPES,
+    TaskOptions,
+    TaskSpec,
+    TaskType,
+    Where,
+    describe,
+    is_missing,
+)
 
 #: a decimal number as CSV text: optional sign, digits with an optional point, exponent
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -57,7 +61,7 @@ class Regression(TaskType):
     primary_metric: ClassVar[str] = "pearson"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "rmse"})
 
-    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+    def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         values = np.asarray(
             [_to_float(v, i, where) for i, v in enumerate(train_values) if not is_missing(v)]
         )
@@ -79,7 +83,7 @@ class Regression(TaskType):
         )
 
     def read_labels(
-        self, config: TaskConfig, values: Sequence[Any], where: Where, text_cells: bool
+        self, config: TaskOptions, values: Sequence[Any], where: Where, text_cells: bool
     ) -> list[Any]:
         """Targets: numbers (int or float, never bool) or null; in a CSV/TSV file, cells
         written as decimal numbers (a blank cell: unlabelled)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from polytask.errors import DataError
 from polytask.tasks.base import (
     IGNORE_INDEX,
     TASK_TYPES,
+    TaskOptions,
     TaskSpec,
     TaskType,
     Where,
@@ -19,9 +20,6 @@ from polytask.tasks.base import (
     is_missing,
     row_of,
 )
-
-if TYPE_CHECKING:
-    from polytask.config import TaskConfig
 
 
 def _tags(value: Any, row: int, where: Where) -> list[str]:
@@ -86,7 +84,7 @@ class Tagging(TaskType):
     level: ClassVar[Literal["sequence", "token"]] = "token"
     primary_metric: ClassVar[str] = "f1"
 
-    def fit_spec(self, config: TaskConfig, train_values: Sequence[Any], where: Where) -> TaskSpec:
+    def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         if config.labels is not None:
             labels = list(config.labels)
         else:
@@ -107,14 +105,14 @@ class Tagging(TaskType):
             weight=config.weight,
         )
 
-    def read_texts(self, config: TaskConfig, values: Sequence[Any], where: Where) -> list[Any]:
+    def read_texts(self, config: TaskOptions, values: Sequence[Any], where: Where) -> list[Any]:
         """The words of each row: a list of strings, or a string split on whitespace (one
         form per column; an empty row is refused)."""
         read_sequences(values, where, "words", empty=False)
         return [v.split() if isinstance(v, str) else v for v in values]
 
     def read_labels(
-        self, config: TaskConfig, values: Sequence[Any], where: Where, text_cells: bool
+        self, config: TaskOptions, values: Sequence[Any], where: Where, text_cells: bool
     ) -> list[Any]:
         """Tags as a list of strings or a space-separated string (one form per column); a
         null or blank cell is an unlabelled row."""

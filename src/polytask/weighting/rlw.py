@@ -7,7 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from polytask.weighting.base import WEIGHTINGS, LossWeighting, SeededState
+from polytask.rng import SeededState
+from polytask.weighting.base import WEIGHTINGS, LossWeighting
 
 
 @WEIGHTINGS.register("rlw")

@@ -35,8 +35,8 @@ class SamplerConfig(BaseModel):
         """The sampler's own arguments, validated and typed by its signature ({} for null)."""
         if self.name is None:
             return {}
-        from polytask.data.samplers import SAMPLERS
-        from polytask.methods import bind
+        from polytask.registry import bind
+        from polytask.samplers import SAMPLERS
 
         return bind(
             SAMPLERS, self.name, dict(self.model_extra or {}), "sampler", supplied=SAMPLER_SUPPLIED
@@ -49,7 +49,7 @@ class SamplerConfig(BaseModel):
         ):
             raise ValueError("'tasks_per_step' must be >= 1 or 'all'")
         if self.name is not None:
-            from polytask.data.samplers import check_sampler
+            from polytask.samplers import check_sampler
 
             try:
                 check_sampler(self.name, self.kwargs)

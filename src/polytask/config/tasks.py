@@ -1,6 +1,6 @@
 """The task part of a run configuration: each task's data, columns, labels and loss weight.
 
-Split from :mod:`polytask.config` (which re-exports these names); the cross-task checks
+Split from :mod:`polytask.config.run` (which re-exports these names); the cross-task checks
 (task names, samplers, architectures) stay there.
 """
 
@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from polytask.data.prompts import InstructionConfig
 from polytask.registry import did_you_mean
 from polytask.strict import StrictModel
+from polytask.tasks.prompts import InstructionConfig
 
 
 class Columns(StrictModel):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from polytask.checkpoint import write_json
-from polytask.config import RunConfig, config_from_dict
+from polytask.config.run import RunConfig, config_from_dict
 from polytask.errors import ConfigError, PolytaskError
 from polytask.registry import did_you_mean
 from polytask.tasks import task_type

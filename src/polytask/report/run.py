@@ -1,7 +1,7 @@
 """The run sections of ``polytask report``: summary and final metrics, training curves, task
 weights, gradient cosine over time, mixture-of-experts routing.
 
-Input is one run directory's files as read by :func:`polytask.report_html.load_run`
+Input is one run directory's files as read by :func:`polytask.report.html.load_run`
 (``config.yaml``, ``final_metrics.json``, ``metrics.jsonl``, ``report.json``); output is
 ``(id, title, html)`` per section. Cosine rows and columns follow the config's task order.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
-from polytask import report_plots as plots
-from polytask.report_sections import Cell, facts, figure, note, reading, table
+from polytask.report import plots
+from polytask.report.sections import Cell, facts, figure, note, reading, table
 
 if TYPE_CHECKING:
-    from polytask.report_html import Run
+    from polytask.report.load import Run
 
 Section = tuple[str, str, str]
 #: the reading of a mean gradient cosine (docs/check.md; the same thresholds as ``polytask check``)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from polytask.errors import RunDirError
-from polytask.report_plots import compare_bars
+from polytask.report.plots import compare_bars
 
 Cell = str | int | float | None
 
@@ -93,7 +93,7 @@ def note(text: str) -> str:
 
 
 def figure(uri: str, alt: str, caption: str) -> str:
-    """An embedded plot (``uri`` is a data URI made by :mod:`polytask.report_plots`)."""
+    """An embedded plot (``uri`` is a data URI made by :mod:`polytask.report.plots`)."""
     return (
         f'<figure><img class="plot" src="{esc(uri)}" alt="{esc(alt)}">'
         f"<figcaption>{esc(caption)}</figcaption></figure>"

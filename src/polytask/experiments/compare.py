@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from polytask.checkpoint import write_json
-from polytask.compare_summary import markdown, summarize
-from polytask.config import RunConfig, config_from_dict
+from polytask.config.run import RunConfig, config_from_dict
 from polytask.errors import ConfigError, PolytaskError
+from polytask.experiments.summary import markdown, summarize
 
 BUDGETS = ("matched", "steps")
 

@@ -1,6 +1,6 @@
 """Per-task gradients of a shared encoder from ONE backward pass, split by batch segment.
 
-Helpers of :mod:`polytask.autograd` (the only caller). Multi-input mode: each task owns rows
+Helpers of :mod:`polytask.autograd.engine` (the only caller). Multi-input mode: each task owns rows
 ``start:stop`` of one concatenated batch, and a transformer encoder never mixes rows
 (attention stays inside an example, LayerNorm is per token). In one backward of the summed
 loss the gradient ``δ`` reaching a layer's output rows of task ``t`` is then exactly the one
@@ -136,12 +136,6 @@ def task_rows(segments: Sequence[Any], tasks: list[str], device: torch.device) -
         else torch.cat([torch.arange(a, b, device=device) for a, b in spans[t]])
         for t in tasks
     ]
-
-
-def overlapping(segments: Sequence[Any]) -> bool:
-    """Whether two different tasks read a common row (a single-input batch)."""
-    spans = sorted((s.start, s.stop, s.task) for s in segments if s.stop > s.start)
-    return any(b[0] < a[1] and a[2] != b[2] for i, a in enumerate(spans) for b in spans[i + 1 :])
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The only module (with its helper :mod:`polytask.autograd_passes`) that runs backward
+"""The only module (with its helper :mod:`polytask.autograd.passes`) that runs backward
 passes or writes ``.grad``.
 
 Loss weightings and gradient aggregators (pure maths) never call autograd themselves; the
@@ -14,7 +14,7 @@ Methods (``GradStats.method``), chosen per step from the batch layout:
 
 * ``"segments"`` — multi-input (each task owns rows of one concatenated batch): exact, one
   forward and ONE backward, ≈ 1× an equal-weighted step. Needs a shared part that never
-  mixes rows (true of transformer encoders; see :mod:`polytask.autograd_hooks`).
+  mixes rows (true of transformer encoders; see :mod:`polytask.autograd.hooks`).
 * ``"per-task"`` — exact, one ``torch.autograd.grad`` per task over the same graph (same
   dropout masks): ≈ (1 + 2T)/3 × the step. Single-input batches (every task's loss reads
   the same rows) with ``single_input="exact"``, and the fallback of ``"segments"`` when a
@@ -54,38 +54,44 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
 
-from polytask.autograd_dist import all_reduce_pieces, world_size
-from polytask.autograd_hooks import (
+from polytask.autograd.dist import all_reduce_pieces, world_size
+from polytask.autograd.gramian import gramian_of, gramian_to_cosine
+from polytask.autograd.hooks import (
     SUPPORTED,
     SegmentCapture,
-    overlapping,
     task_rows,
     unsupported_modules,
     use_counts,
 )
-from polytask.autograd_passes import (
+from polytask.autograd.passes import (
     accumulate,
     owner_of,
     per_task_passes,
     write_grads,
 )
-from polytask.gramian import gramian_of, gramian_to_cosine
+from polytask.segments import overlapping
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from polytask.data.batching import Segment
     from polytask.models.base import MultiTaskModel
+    from polytask.segments import Segment
 
 Combine = Callable[[Tensor], Tensor]
 
 
 def weighted_backward(
-    accelerator: Accelerator, losses: dict[str, torch.Tensor], weights: dict[str, float]
+    accelerator: Accelerator,
+    losses: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    retain_graph: bool = False,
 ) -> torch.Tensor:
-    """Backpropagate ``Σ_t w_t · L_t`` once; returns the weighted total (detached)."""
+    """Backpropagate ``Σ_t w_t · L_t`` once; returns the weighted total (detached).
+
+    ``retain_graph``: keep the forward graph for a per-task backward that follows.
+    """
     total = torch.stack([losses[t] * weights[t] for t in losses]).sum()
-    accelerator.backward(total)
+    accelerator.backward(total, retain_graph=retain_graph)
     return total.detach()
 
 

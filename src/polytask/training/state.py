@@ -16,10 +16,9 @@ import torch
 
 from polytask import checkpoint as ckpt
 from polytask.data.batching import TaskStream
-from polytask.data.samplers import Sampler
-from polytask.errors import RunDirError
+from polytask.errors import RunDirError, first_line
 from polytask.models import MultiTaskModel
-from polytask.models.encoder import first_line
+from polytask.samplers import Sampler
 
 CHECKPOINT = "checkpoint"
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from polytask.checkpoint import write_json
-from polytask.config import RunConfig
+from polytask.config.run import RunConfig
 from polytask.errors import ConfigError
 
 

@@ -22,8 +22,8 @@ from polytask.models import MultiTaskModel
 from polytask.tasks import TaskSpec, task_type
 
 if TYPE_CHECKING:
-    from polytask.train import Setup
-    from polytask.trainstate import TrainState
+    from polytask.training.setup import Setup
+    from polytask.training.state import TrainState
 
 SKIPPED = "non-finite loss"
 
@@ -76,7 +76,7 @@ def train_step(
     units per task (data parallel, see :func:`loss_units`). A non-finite loss on any rank
     skips the step on every rank: the record then holds ``"skipped"``.
     """
-    tc, objective = setup.config.train, setup.objective
+    objective = setup.objective
     # with per-task gradients the engine writes .grad itself: run the forward on the
     # unwrapped module, never through DDP's gradient hooks
     per_task = objective.uses_engine(batch.segments, monitor)
@@ -93,8 +93,8 @@ def train_step(
             scheduler.step()  # the schedule follows the step count, skipped steps included
         return {"skipped": SKIPPED, "loss": _rounded(synced.values)}
     extra = objective.backward(accelerator, synced.backprop, regularization, synced.values)
-    if tc.max_grad_norm is not None:
-        accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+    if setup.max_grad_norm is not None:
+        accelerator.clip_grad_norm_(model.parameters(), setup.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from polytask.config import config_from_dict
+from polytask.config.run import config_from_dict
 from polytask.data.loading import load_task_data
 from polytask.evaluate import evaluate
-from polytask.predict import Predictor
+from polytask.predict.predictor import Predictor
 
 
 def evaluate_run(

@@ -22,12 +22,12 @@ from pydantic import (
     model_validator,
 )
 
-from polytask.config_sampler import SAMPLER_SUPPLIED, SamplerConfig
+from polytask.config.sampler import SAMPLER_SUPPLIED, SamplerConfig
 
 __all__ = ["SAMPLER_SUPPLIED", "RunConfig", "SamplerConfig", "config_from_dict", "load_config"]
-from polytask.config_tasks import TaskConfig
+from polytask.config.overrides import parse_overrides, set_path
+from polytask.config.tasks import TaskConfig
 from polytask.errors import ConfigError
-from polytask.overrides import parse_overrides, set_path
 from polytask.registry import did_you_mean
 from polytask.strict import StrictModel
 
@@ -66,8 +66,8 @@ class ArchitectureConfig(BaseModel):
     @property
     def kwargs(self) -> dict[str, Any]:
         """The architecture's own arguments, validated and typed by its signature."""
-        from polytask.methods import bind
         from polytask.models import ARCHITECTURES
+        from polytask.registry import bind
 
         return bind(
             ARCHITECTURES,
@@ -205,9 +205,9 @@ class RunConfig(StrictModel):
         """Build both methods (their own checks), then the one rule of what a step applies
         (:func:`polytask.objective.refusal`); resolve ``train.monitor_every``."""
         from polytask.aggregation import AGGREGATORS
-        from polytask.methods import build
         from polytask.models import ARCHITECTURES
         from polytask.objective import refusal
+        from polytask.registry import build
         from polytask.weighting import WEIGHTINGS
 
         for section, registry in (("weighting", WEIGHTINGS), ("aggregator", AGGREGATORS)):

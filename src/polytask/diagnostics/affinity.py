@@ -16,7 +16,7 @@ of the configured run, every task in every step) it gives the ``T × T`` matrix,
 stepping task, column = the measured task.
 
 Cost per measured step, on top of the training step: one forward and one backward for
-the per-task gradients (:class:`~polytask.autograd.PerTaskGradients`, exact), ``T + 1``
+the per-task gradients (:class:`~polytask.autograd.engine.PerTaskGradients`, exact), ``T + 1``
 forwards without gradients, and ``T`` copies of the shared gradients in memory.
 
 >>> summary = task_affinity(load_config("run.yaml"), steps=20)      # doctest: +SKIP
@@ -34,14 +34,15 @@ from rich.table import Table
 from rich.text import Text
 from torch.func import functional_call
 
-from polytask.autograd import PerTaskGradients
-from polytask.config import RunConfig
+from polytask.autograd.engine import PerTaskGradients
+from polytask.config.run import RunConfig
 from polytask.data.batching import Batch, TaskStream, collate
 from polytask.errors import ConfigError
 from polytask.models import MultiTaskModel
-from polytask.progress import TrainProgress
 from polytask.tasks import TaskSpec, task_type
-from polytask.train import Setup, _step, build, build_optimization, task_losses
+from polytask.training.progress import TrainProgress
+from polytask.training.setup import Setup, build, build_optimization
+from polytask.training.step import task_losses, train_step
 
 MAX_GROUPING_TASKS = 10  # exhaustive search: Bell(10) = 115,975 partitions in all
 DEFAULT_STEPS = 20
@@ -175,7 +176,7 @@ def affinity_run(
             lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
             total += measure(unwrapped, batch, specs, engine, lrs).cpu()
             measured += 1
-        record = _step(setup, model, batch, accelerator, optimizer, scheduler)
+        record = train_step(setup, model, batch, accelerator, optimizer, scheduler)
         progress.advance(record["loss"])
     progress.close()
     return total / measured, measured

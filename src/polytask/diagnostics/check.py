@@ -6,7 +6,7 @@ Five parts, each a plain JSON-able dict (``check.json``):
   parameters, per batch, then mean / std / min / max over ``batches`` batches, labelled
   with the rule of thumb (> +0.1 positive transfer, −0.1…+0.1 neutral, < −0.1
   interference). Each batch holds one micro-batch of every task; the per-task gradients
-  come from :class:`polytask.autograd.PerTaskGradients` (one forward and one backward per
+  come from :class:`polytask.autograd.engine.PerTaskGradients` (one forward and one backward per
   batch) with the model in eval mode, so the numbers are deterministic. Every task's
   batches are drawn with the same seed: two tasks over the same file see the same rows.
 * ``loss_scale`` — each task's raw loss at initialisation (mean over the same batches) and
@@ -14,8 +14,8 @@ Five parts, each a plain JSON-able dict (``check.json``):
 * ``sampling`` — per-task update counts over the first 100 steps for the configured sampler
   and each alternative (a dry run of the sampler), flagging tasks with < 5 % of updates.
 * ``datasets`` — training-set sizes and their imbalance ratio (largest / smallest).
-* ``recommendations`` — the decision rules of docs/check.md (:mod:`polytask.check_rules`), each
-  with the evidence that triggered it.
+* ``recommendations`` — the decision rules of docs/check.md (:mod:`polytask.diagnostics.rules`),
+  each with the evidence that triggered it.
 
 Nothing is trained and nothing is written unless asked (``-o FILE``).
 """
@@ -23,17 +23,22 @@ Nothing is trained and nothing is written unless asked (``-o FILE``).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 
-from polytask.autograd import PerTaskGradients
-from polytask.check_rules import loss_scale_advice, recommend
-from polytask.config import ArchitectureConfig, RunConfig
+from polytask.autograd.engine import PerTaskGradients
+from polytask.config.run import ArchitectureConfig, RunConfig
 from polytask.data.batching import Batch, TaskStream, collate
-from polytask.data.samplers import SAMPLERS, build_sampler, update_counts
+from polytask.diagnostics.rules import loss_scale_advice, recommend
+from polytask.distributed import make_accelerator
 from polytask.errors import ConfigError
-from polytask.train import Setup, build, task_losses
+from polytask.objective import build_objective
+from polytask.samplers import SAMPLERS, build_sampler, update_counts
+from polytask.training.setup import Setup, build
+from polytask.training.step import task_losses, train_step
 
 PLAN_STEPS = 100
 STARVED = 0.05
@@ -117,23 +122,27 @@ def warm_up_heads(setup: Setup, steps: int) -> None:
     """Train only the task heads for ``steps`` steps (every task each step, the shared
     parameters frozen): random heads make every gradient cosine read near zero.
 
-    AdamW at ``train.head_lr`` (default 1e-3, a linear-probe rate); dropout off; batches
-    drawn apart from the measurement batches.
+    The training loop's own step (:func:`~polytask.training.step.train_step`) on the sum of
+    the task losses: AdamW at ``train.head_lr`` (default 1e-3, a linear-probe rate), no
+    clipping, dropout off, batches drawn apart from the measurement batches.
     """
     model, specs = setup.model, setup.specs
     shared = [p for _, p in model.shared_parameters() if p.requires_grad]
     heads = [p for t in specs for _, p in model.task_parameters(t) if p.requires_grad]
     optimizer = torch.optim.AdamW(heads, lr=setup.config.train.head_lr or 1e-3)
+    scheduler = LambdaLR(optimizer, lambda _: 1.0)
+    tasks = list(specs)
+    summed = build_objective(tasks, dict.fromkeys(tasks, 1.0), [], ("equal", {}), ("sum", {}))
+    heads_only = replace(setup, objective=summed, max_grad_norm=None)
+    accelerator = make_accelerator(setup.config.train.mixed_precision)
     was_training = model.training
     model.eval()
     for p in shared:
         p.requires_grad_(False)
     try:
+        summed.attach(model)
         for batch in check_batches(setup, steps, seed_offset=1):
-            losses = task_losses(model, batch, specs)
-            torch.stack(list(losses.values())).sum().backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(heads_only, model, batch, accelerator, optimizer, scheduler)
     finally:
         for p in shared:
             p.requires_grad_(True)

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from transformers import BatchEncoding
 
 from polytask.checkpoint import load_model_folder
-from polytask.data.batching import Segment, length_chunks
+from polytask.data.batching import length_chunks
 from polytask.errors import InputError, RunDirError, UnknownTaskError
-from polytask.predict_inputs import ALL, WHAT, Form, check_inputs, check_list, star_form
+from polytask.predict.inputs import ALL, WHAT, Form, check_inputs, check_list, star_form
 from polytask.registry import did_you_mean
+from polytask.segments import Segment
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.instruction import Instruction
 from polytask.tasks.tagging import Tagging
@@ -111,7 +112,7 @@ class Predictor:
         return self.specs[task]
 
     def form(self, task: str) -> Form:
-        """The input form ``task`` takes (see :mod:`polytask.predict_inputs`)."""
+        """The input form ``task`` takes (see :mod:`polytask.predict.inputs`)."""
         spec = self.spec(task)
         return "words" if spec.type == "tagging" else "pair" if spec.pair else "text"
 

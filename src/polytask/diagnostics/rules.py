@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from polytask.config import RunConfig
+from polytask.config.run import RunConfig
 
 SIMILAR_SIZES = 4.0
 LOSS_RATIO_HIGH = 10.0

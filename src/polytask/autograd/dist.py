@@ -1,4 +1,4 @@
-"""Data parallel pieces of the per-task gradient engine (:mod:`polytask.autograd`).
+"""Data parallel pieces of the per-task gradient engine (:mod:`polytask.autograd.engine`).
 
 With ``torch.distributed`` initialised, every rank holds the per-task gradients of its own
 rows; these helpers average them over ranks *before* the aggregator runs, so every rank
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from polytask.autograd_hooks import Piece
+from polytask.autograd.hooks import Piece
 
 
 def world_size() -> int:

@@ -17,12 +17,12 @@ from polytask import checkpoint as ckpt
 from polytask.distributed import needs_full_model
 from polytask.evaluate import evaluate
 from polytask.models import MultiTaskModel
-from polytask.runlog import MetricsLog, plot_curves, read_records
 from polytask.tasks import TaskSpec, task_type
-from polytask.trainstate import TrainState
+from polytask.training.runlog import MetricsLog, plot_curves, read_records
+from polytask.training.state import TrainState
 
 if TYPE_CHECKING:
-    from polytask.train import Setup
+    from polytask.training.setup import Setup
 
 BEST = "model"
 

@@ -1,4 +1,4 @@
-"""Gradient passes and ``.grad`` writes behind :mod:`polytask.autograd` (its only caller,
+"""Gradient passes and ``.grad`` writes behind :mod:`polytask.autograd.engine` (its only caller,
 with the training objective's :func:`average_grads`): exact per-task passes over one graph,
 rank-averaged accumulation into ``.grad``, and the module owning the shared parameters."""
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from polytask.autograd_dist import all_reduce_grads, world_size
-from polytask.autograd_hooks import Piece
+from polytask.autograd.dist import all_reduce_grads, world_size
+from polytask.autograd.hooks import Piece
 
 
 def per_task_passes(
