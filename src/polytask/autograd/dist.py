@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from polytask.autograd.hooks import Piece
+from polytask.autograd.pieces import Piece
 
 
 def world_size() -> int:

@@ -1,5 +1,5 @@
-"""The only module (with its helper :mod:`polytask.autograd.passes`) that runs backward
-passes or writes ``.grad``.
+"""The per-task gradient engine: with its helpers in :mod:`polytask.autograd` (``passes``,
+``steps``, ``hooks``) the only code that runs backward passes or writes ``.grad``.
 
 Loss weightings and gradient aggregators (pure maths) never call autograd themselves; the
 training loop hands the per-task losses here. Two entry points:
@@ -43,9 +43,8 @@ never through DDP's reducer hooks. Every rank must pass the same tasks in the sa
 
 from __future__ import annotations
 
-import itertools
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -56,19 +55,16 @@ from torch.autograd.graph import get_gradient_edge
 
 from polytask.autograd.dist import all_reduce_pieces, world_size
 from polytask.autograd.gramian import gramian_of, gramian_to_cosine
-from polytask.autograd.hooks import (
-    SUPPORTED,
-    SegmentCapture,
-    task_rows,
-    unsupported_modules,
-    use_counts,
-)
+from polytask.autograd.graph import SUPPORTED, task_rows, unsupported_modules, use_counts
+from polytask.autograd.hooks import SegmentCapture
 from polytask.autograd.passes import (
     accumulate,
     owner_of,
     per_task_passes,
     write_grads,
 )
+from polytask.autograd.stats import Combine, GradStats, coefficients, grad_stats
+from polytask.autograd.steps import representation_step, unshared_step
 from polytask.segments import overlapping
 
 if TYPE_CHECKING:
@@ -77,7 +73,7 @@ if TYPE_CHECKING:
     from polytask.models.base import MultiTaskModel
     from polytask.segments import Segment
 
-Combine = Callable[[Tensor], Tensor]
+__all__ = ["GradStats", "PerTaskGradients", "gramian_to_cosine", "weighted_backward"]
 
 
 def weighted_backward(
@@ -93,20 +89,6 @@ def weighted_backward(
     total = torch.stack([losses[t] * weights[t] for t in losses]).sum()
     accelerator.backward(total, retain_graph=retain_graph)
     return total.detach()
-
-
-@dataclass
-class GradStats:
-    """What one per-task backward saw: for logging and diagnostics (CPU tensors)."""
-
-    tasks: list[str]
-    gramian: Tensor  # [T, T] float64: g_s · g_t
-    weights: Tensor  # [T] the coefficients c from ``combine``
-    norms: Tensor  # [T] ‖g_t‖
-    cosine: Tensor  # [T, T] cos(g_s, g_t); 0 where a gradient is zero
-    method: str  # "segments" | "per-task" | "representation" | "unshared"
-    # if asked for: parameter name -> [T, *shape]; "representation" -> [T, *z.shape]
-    task_grads: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -238,11 +220,13 @@ class PerTaskGradients:
         unscale = 1.0 / (grad_scale * grad_scale)
         heads = [[p for _, p in self.model.task_parameters(t) if p.requires_grad] for t in tasks]
         if step.method == "unshared":
-            return _unshared_step(tasks, weighted, heads, keep_task_grads)
+            return unshared_step(tasks, weighted, heads, keep_task_grads)
         method = self._check(step, weighted)
         if method == "representation":
-            return self._representation_step(
-                step, tasks, weighted, heads, combine, keep_task_grads, unscale
+            assert step.z is not None
+            shared = [p for _, p in self.shared]
+            return representation_step(
+                step.z, shared, tasks, weighted, heads, combine, keep_task_grads, unscale
             )
         if method == "segments":
             assert step.capture is not None
@@ -256,7 +240,7 @@ class PerTaskGradients:
         if world_size() > 1:
             all_reduce_pieces(pieces, shared, len(tasks))
         gramian = gramian_of([piece.flat() for piece in pieces.values()], len(tasks)) * unscale
-        c = _coefficients(combine, gramian)
+        c = coefficients(combine, gramian)
         for p in shared:
             if id(p) in pieces:
                 accumulate(p, pieces[id(p)].combine(c, p.shape))
@@ -264,7 +248,7 @@ class PerTaskGradients:
         kept = None
         if keep_task_grads:
             kept = {n: pieces[id(p)].full(p.shape) for n, p in self.shared if id(p) in pieces}
-        return _stats(tasks, gramian, c, method, kept)
+        return grad_stats(tasks, gramian, c, method, kept)
 
     def _check(self, step: _Step, weighted: list[Tensor]) -> str:
         """The method this step can use: a failed safety check falls back to per-task passes."""
@@ -287,77 +271,3 @@ class PerTaskGradients:
             step.capture = None  # plain per-task passes
             return "per-task"
         return step.method
-
-    def _representation_step(
-        self,
-        step: _Step,
-        tasks: list[str],
-        weighted: list[Tensor],
-        heads: list[list[nn.Parameter]],
-        combine: Combine,
-        keep: bool,
-        unscale: float = 1.0,
-    ) -> GradStats:
-        """Gramian of ``∂(w_t L_t)/∂z``, then one backward of ``Σ_t c_t ∂(w_t L_t)/∂z``.
-
-        ``∂L/∂z`` is held in float32 at least (``z`` is bfloat16 under autocast), so the
-        coefficients are never rounded to ``z``'s precision before the combination."""
-        z = step.z
-        assert z is not None
-        dz: list[Tensor] = []
-        head_grads: list[list[Tensor | None]] = []
-        for loss, ps in zip(weighted, heads, strict=True):
-            g = torch.autograd.grad(loss, [z, *ps], retain_graph=True, allow_unused=True)
-            dz.append(torch.zeros_like(z) if g[0] is None else g[0])
-            head_grads.append(list(g[1:]))
-        Z = torch.stack(dz).to(torch.promote_types(z.dtype, torch.float32))
-        gramian = gramian_of([Z.reshape(len(tasks), -1)], len(tasks))
-        world = world_size()
-        if world > 1:  # rows differ per rank: the global Gramian is the sum over ranks / W²
-            gramian = gramian.to(Z.device)  # NCCL reduces device tensors only
-            torch.distributed.all_reduce(gramian)
-            gramian = gramian.cpu() / (world * world)
-        c = _coefficients(combine, gramian * unscale)
-        shared = [p for _, p in self.shared]
-        cotangent = torch.tensordot(c.to(Z), Z, dims=1).to(z.dtype)
-        grads: list[Tensor | None] = list(
-            torch.autograd.grad(z, shared, grad_outputs=cotangent, allow_unused=True)
-        )
-        write_grads([shared, *heads], [grads, *head_grads])
-        kept = {"representation": Z} if keep else None
-        return _stats(tasks, gramian * unscale, c, "representation", kept)
-
-
-def _unshared_step(
-    tasks: list[str], weighted: list[Tensor], heads: list[list[nn.Parameter]], keep: bool
-) -> GradStats:
-    """No shared parameters: ONE backward of ``Σ_t w_t L_t`` gives each task's own parameters
-    exactly ``∇(w_t L_t)`` (no other loss reaches them). Nothing to combine: the Gramian of
-    the (empty) shared gradients is zero and ``c = 1``; the aggregator is not called."""
-    inputs = [p for ps in heads for p in ps]
-    grads = torch.autograd.grad(torch.stack(weighted).sum(), inputs, allow_unused=True)
-    sizes = [0, *itertools.accumulate(len(ps) for ps in heads)]
-    write_grads(heads, [list(grads[a:b]) for a, b in itertools.pairwise(sizes)])
-    T = len(tasks)
-    gramian = torch.zeros(T, T, dtype=torch.float64)
-    return _stats(
-        tasks, gramian, torch.ones(T, dtype=torch.float64), "unshared", {} if keep else None
-    )
-
-
-def _coefficients(combine: Combine, gramian: Tensor) -> Tensor:
-    c = torch.as_tensor(combine(gramian)).detach().to("cpu", torch.float64)
-    if c.shape != (gramian.shape[0],):
-        raise ValueError(f"combine must return {gramian.shape[0]} weights, got {list(c.shape)}")
-    return c
-
-
-def _stats(
-    tasks: list[str],
-    gramian: Tensor,
-    c: Tensor,
-    method: str,
-    kept: dict[str, Tensor] | None,
-) -> GradStats:
-    norms = gramian.diagonal().clamp(min=0).sqrt()
-    return GradStats(tasks, gramian, c, norms, gramian_to_cosine(gramian), method, kept)

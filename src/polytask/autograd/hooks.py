@@ -29,113 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
 
-SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm, nn.Embedding)
-Selector = slice | Tensor  # the rows of one task: a slice, or an index for several segments
-
-
-@dataclass
-class Piece:
-    """Every task's gradient of one parameter: ``values[t]`` belongs to task ``t``.
-
-    Dense when ``rows`` is None (``values`` is ``[T, *shape]``); for embeddings only the rows
-    ``rows`` (sorted, unique) can be non-zero and ``values`` is ``[T, len(rows), *shape[1:]]``.
-    """
-
-    values: Tensor
-    rows: Tensor | None = None
-
-    def flat(self) -> Tensor:
-        return self.values.reshape(self.values.shape[0], -1)
-
-    def full(self, shape: torch.Size) -> Tensor:
-        """The dense ``[T, *shape]`` per-task gradients."""
-        if self.rows is None:
-            return self.values
-        out = self.values.new_zeros(self.values.shape[0], *shape)
-        out[:, self.rows] = self.values
-        return out
-
-    def combine(self, c: Tensor, shape: torch.Size) -> Tensor:
-        """``Σ_t c_t values[t]`` as a full gradient of a parameter of ``shape``."""
-        mixed = torch.tensordot(c.to(self.values), self.values, dims=1)
-        if self.rows is None:
-            return mixed
-        return mixed.new_zeros(shape).index_add_(0, self.rows, mixed)
-
-
-def add_piece(pieces: dict[int, Piece], key: int, piece: Piece) -> None:
-    """Accumulate ``piece`` into ``pieces[key]`` (a parameter used by several calls)."""
-    old = pieces.get(key)
-    if old is None:
-        pieces[key] = piece
-    elif old.rows is None and piece.rows is None:
-        old.values += piece.values
-    else:
-        assert old.rows is not None and piece.rows is not None
-        rows, inverse = torch.unique(torch.cat([old.rows, piece.rows]), return_inverse=True)
-        values = old.values.new_zeros(old.values.shape[0], len(rows), *old.values.shape[2:])
-        values.index_add_(1, inverse, torch.cat([old.values, piece.values], dim=1))
-        pieces[key] = Piece(values, rows)
-
-
-def unsupported_modules(model: nn.Module, shared: dict[int, nn.Parameter]) -> list[str]:
-    """Modules owning a shared parameter whose per-task gradient the hooks cannot split."""
-    bad = []
-    for name, module in model.named_modules():
-        if not any(id(p) in shared for p in module.parameters(recurse=False)):
-            continue
-        odd_embedding = isinstance(module, nn.Embedding) and (
-            module.max_norm is not None or module.scale_grad_by_freq or module.sparse
-        )
-        if type(module) not in SUPPORTED or odd_embedding:
-            bad.append(f"{name or '<model>'} ({type(module).__name__})")
-        elif getattr(module, "gradient_checkpointing", False) is True:
-            bad.append(f"{name} (gradient checkpointing)")
-    return bad
-
-
-def use_counts(
-    roots: Sequence[Node], stop: GradientEdge | None = None
-) -> tuple[Counter[int], set[Node]]:
-    """Walk the graph from ``roots``: edges into each leaf's accumulator (by ``id``), nodes seen.
-
-    Each use of a parameter in an op adds one edge, so comparing these counts with the
-    hooked calls proves that no shared parameter is used outside a hooked module (e.g. an
-    ``nn.Embedding`` weight read directly, as DeBERTa does for relative positions). The edge
-    ``stop`` is not followed.
-    """
-    counts: Counter[int] = Counter()
-    seen: set[Node] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        for child, nr in node.next_functions:
-            if child is None or (stop is not None and child is stop.node and nr == stop.output_nr):
-                continue
-            variable = getattr(child, "variable", None)
-            if variable is not None:
-                counts[id(variable)] += 1
-            stack.append(child)
-    return counts, seen
-
-
-def task_rows(segments: Sequence[Any], tasks: list[str], device: torch.device) -> list[Selector]:
-    """Each task's rows of the batch: a slice for one segment, an index for several."""
-    spans: dict[str, list[tuple[int, int]]] = {}
-    for s in segments:
-        spans.setdefault(s.task, []).append((s.start, s.stop))
-    missing = [t for t in tasks if t not in spans]
-    if missing:
-        raise ValueError(f"tasks {missing} have a loss but no rows in the batch's segments")
-    return [
-        slice(*spans[t][0])
-        if len(spans[t]) == 1
-        else torch.cat([torch.arange(a, b, device=device) for a, b in spans[t]])
-        for t in tasks
-    ]
+from polytask.autograd.graph import Selector, use_counts
+from polytask.autograd.pieces import Piece, add_piece, same_layout
 
 
 @dataclass
@@ -361,7 +256,7 @@ class SegmentCapture:
         old, t = self.pieces.get(key), self.task
         filled = self._filled.setdefault(key, set())
         self._written.add(key)
-        if old is not None and _same_layout(old.rows, piece.rows):
+        if old is not None and same_layout(old.rows, piece.rows):
             if t in filled:
                 old.values[t] += piece.values[0]
             else:
@@ -387,8 +282,3 @@ class SegmentCapture:
         if module.padding_idx is not None:  # autograd leaves the padding row's gradient at 0
             values[:, rows == module.padding_idx] = 0
         self._commit(id(w), Piece(values, rows))
-
-
-def _same_layout(a: Tensor | None, b: Tensor | None) -> bool:
-    """Both dense, or both the same embedding rows."""
-    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))

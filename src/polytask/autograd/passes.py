@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from polytask.autograd.dist import all_reduce_grads, world_size
-from polytask.autograd.hooks import Piece
+from polytask.autograd.pieces import Piece
 
 
 def per_task_passes(

@@ -1,0 +1,79 @@
+"""What the segment split may rely on, checked before it is trusted.
+
+Which shared layers the hooks of :mod:`polytask.autograd.hooks` can split, how often the
+autograd graph uses each parameter (:func:`use_counts`: a use outside a hooked layer forces
+the exact fallback), and which rows of the batch each task owns.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge, Node
+
+SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm, nn.Embedding)
+Selector = slice | Tensor  # the rows of one task: a slice, or an index for several segments
+
+
+def unsupported_modules(model: nn.Module, shared: dict[int, nn.Parameter]) -> list[str]:
+    """Modules owning a shared parameter whose per-task gradient the hooks cannot split."""
+    bad = []
+    for name, module in model.named_modules():
+        if not any(id(p) in shared for p in module.parameters(recurse=False)):
+            continue
+        odd_embedding = isinstance(module, nn.Embedding) and (
+            module.max_norm is not None or module.scale_grad_by_freq or module.sparse
+        )
+        if type(module) not in SUPPORTED or odd_embedding:
+            bad.append(f"{name or '<model>'} ({type(module).__name__})")
+        elif getattr(module, "gradient_checkpointing", False) is True:
+            bad.append(f"{name} (gradient checkpointing)")
+    return bad
+
+
+def use_counts(
+    roots: Sequence[Node], stop: GradientEdge | None = None
+) -> tuple[Counter[int], set[Node]]:
+    """Walk the graph from ``roots``: edges into each leaf's accumulator (by ``id``), nodes seen.
+
+    Each use of a parameter in an op adds one edge, so comparing these counts with the
+    hooked calls proves that no shared parameter is used outside a hooked module (e.g. an
+    ``nn.Embedding`` weight read directly, as DeBERTa does for relative positions). The edge
+    ``stop`` is not followed.
+    """
+    counts: Counter[int] = Counter()
+    seen: set[Node] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for child, nr in node.next_functions:
+            if child is None or (stop is not None and child is stop.node and nr == stop.output_nr):
+                continue
+            variable = getattr(child, "variable", None)
+            if variable is not None:
+                counts[id(variable)] += 1
+            stack.append(child)
+    return counts, seen
+
+
+def task_rows(segments: Sequence[Any], tasks: list[str], device: torch.device) -> list[Selector]:
+    """Each task's rows of the batch: a slice for one segment, an index for several."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for s in segments:
+        spans.setdefault(s.task, []).append((s.start, s.stop))
+    missing = [t for t in tasks if t not in spans]
+    if missing:
+        raise ValueError(f"tasks {missing} have a loss but no rows in the batch's segments")
+    return [
+        slice(*spans[t][0])
+        if len(spans[t]) == 1
+        else torch.cat([torch.arange(a, b, device=device) for a, b in spans[t]])
+        for t in tasks
+    ]
