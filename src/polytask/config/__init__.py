@@ -1,7 +1,8 @@
 """The run config: the only code that knows the config classes.
 
-``run`` (:class:`RunConfig`, :func:`load_config`), ``tasks`` (one task's section), ``sampler``
-(the sampler section), ``overrides`` (``key=value`` overrides from the command line).
+``run`` (:class:`RunConfig`, :func:`load_config`), ``sections`` (encoder, architecture, method
+and train sections), ``tasks`` (one task's section), ``sampler`` (the sampler section),
+``overrides`` (``key=value`` overrides from the command line).
 """
 
 from polytask.config.run import (

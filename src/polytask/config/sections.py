@@ -1,0 +1,115 @@
+"""The run config's own sections: encoder, architecture, the two methods, training.
+
+Split from :mod:`polytask.config.run` (which re-exports these names), as the task and sampler
+sections are in :mod:`polytask.config.tasks` and :mod:`polytask.config.sampler`. The
+architecture and method sections bind their extra keys to a registered constructor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from polytask.errors import ConfigError
+from polytask.strict import StrictModel
+
+
+class EncoderConfig(StrictModel):
+    """The shared pretrained encoder: a local path, a hub name (when online), or ``bundled:``."""
+
+    name: str = "bundled:all-minilm-l6-v2"
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = Field(default=128, ge=8, le=8192)
+
+
+#: Constructor arguments of every architecture that polytask fills itself.
+ARCHITECTURE_SUPPLIED = ("self", "encoder", "specs", "pooling", "head_hidden", "head_dropout")
+
+
+class ArchitectureConfig(BaseModel):
+    """How tasks share parameters: ``{name: soft, penalty: 0.01}``.
+
+    ``hard`` (default): one encoder, one head per task. ``head_hidden``/``head_dropout``
+    shape every architecture's heads; the other keys are the architecture's own
+    constructor arguments (``polytask ls`` lists architectures), checked against its
+    signature at load.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "hard"
+    head_hidden: int | None = Field(default=None, gt=0)
+    head_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The architecture's own arguments, validated and typed by its signature."""
+        from polytask.models import ARCHITECTURES
+        from polytask.registry import bind
+
+        return bind(
+            ARCHITECTURES,
+            self.name,
+            dict(self.model_extra or {}),
+            "architecture",
+            supplied=ARCHITECTURE_SUPPLIED,
+        )
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ArchitectureConfig:
+        try:
+            self.kwargs  # noqa: B018 - validates the name and the arguments
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class MethodConfig(BaseModel):
+    """A registered method and its hyperparameters: ``{name: pcgrad, seed: 3}``.
+
+    The other keys are the method's constructor arguments (``polytask ls`` lists methods,
+    ``docs/methods.md`` their hyperparameters); they are checked against the signature.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(StrictModel):
+    """Optimisation, evaluation and early stopping.
+
+    ``batch_size`` is each task's global micro-batch: under ``accelerate launch`` with N
+    processes every rank trains on its slice (about ``batch_size / N`` rows), so a run's
+    trajectory does not depend on N (``docs/distributed.md``). ``max_bad_steps``: stop after
+    this many consecutive steps with a non-finite loss (each is skipped: no update).
+    """
+
+    batch_size: int = Field(default=32, gt=0)
+    eval_batch_size: int = Field(default=128, gt=0)
+    max_steps: int = Field(default=1000, gt=0)
+    lr: float = Field(default=5e-5, gt=0.0)
+    head_lr: float | None = Field(default=None, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0.0)
+    eval_every: int = Field(default=200, gt=0)
+    checkpoint_every: int | None = Field(default=None, gt=0)
+    monitor_every: int | None = Field(default=20, gt=0)  # gradient cosines, every N steps
+    patience: int | None = Field(default=5, gt=0)
+    primary_task: str | None = None
+    bucket_batches: int = Field(default=50, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    max_bad_steps: int | None = Field(default=5, gt=0)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        """YAML reads a bare ``no`` (``mixed_precision: no``, ``train.mixed_precision=no``)
+        as false: that means "no" here."""
+        return "no" if value is False else value
