@@ -18,8 +18,6 @@ from polytask.data.batching import collate, eval_batches
 from polytask.distributed import gather_objects
 from polytask.models import MultiTaskModel
 from polytask.tasks import TaskSpec, task_type
-from polytask.tasks.classification import majority_accuracy
-from polytask.tasks.tagging import Tagging
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -70,13 +68,7 @@ def predict_split(
         loss_rows += units
         if own is not None:
             continue
-        if isinstance(ttype, Tagging):
-            extra = batch.extras[spec.name]
-            batch_preds = ttype.word_predictions(logits, extra["word_starts"], extra["n_words"])
-            batch_refs = extra["word_labels"]
-        else:
-            batch_preds = ttype.predict_indices(spec, logits)  # type: ignore[attr-defined]
-            batch_refs = rows["target"]
+        batch_preds, batch_refs = ttype.eval_predictions(spec, logits, rows)
         mine += zip(indices, batch_preds, batch_refs, strict=True)
     for i, p, r in gather_objects(accelerator, mine):
         preds[i], refs[i] = p, r
@@ -107,15 +99,15 @@ def evaluate(
     model.eval()
     out = {}
     for name, dataset in splits.items():
-        spec = specs[name]
+        spec, ttype = specs[name], task_type(specs[name].type)
         preds, refs, loss = predict_split(
             model, spec, dataset, batch_size, pad_id, device, accelerator, tokenizer
         )
-        metrics = task_type(spec.type).metrics(spec, preds, refs)
+        metrics = ttype.metrics(spec, preds, refs)
         metrics["loss"] = loss
-        metrics.update(task_type(spec.type).loss_metrics(spec, loss))
-        if with_majority and spec.type == "classification" and not spec.multi_label:
-            metrics["majority_accuracy"] = majority_accuracy(refs)
+        metrics.update(ttype.loss_metrics(spec, loss))
+        if with_majority:  # what a trivial predictor scores (classification: the majority)
+            metrics.update(ttype.baseline_metrics(spec, refs))
         out[name] = {k: float(np.round(v, 6)) for k, v in metrics.items()}
     model.train(was_training)
     return out

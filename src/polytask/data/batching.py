@@ -161,9 +161,7 @@ def collate(parts: list[tuple[TaskSpec, dict[str, list[Any]]]], pad_id: int) -> 
         segments.append(Segment(spec.name, start, row))
         if "target" in rows:
             labels[spec.name] = task_type(spec.type).collate(spec, rows["target"])
-        extras[spec.name] = {
-            k: rows[k] for k in ("word_starts", "n_words", "word_labels") if k in rows
-        }
+        extras[spec.name] = {k: rows[k] for k in task_type(spec.type).extra_columns if k in rows}
     return Batch(input_ids, mask, types, segments, labels, extras)
 
 

@@ -8,6 +8,7 @@ keeps ``input_ids`` (prompt + answer), ``target`` (the answer's ids, ``-100`` on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import datasets
@@ -18,11 +19,8 @@ from polytask.config.run import TaskConfig
 from polytask.data.read import Table, TaskData, read_table, split_paths
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
-from polytask.tasks.base import Where, is_missing
-from polytask.tasks.classification import check_class_column
-from polytask.tasks.instruction import Instruction
+from polytask.tasks.base import Where
 from polytask.tasks.prompts import NONE_ANSWER, ExampleEncoder, as_text, make_answer
-from polytask.tasks.tagging import check_tag_names, read_sequences
 
 SPLITS = ("train", "validation", "test")
 
@@ -34,15 +32,17 @@ def load_instruction_data(
     seed: int,
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
+    tasks: Mapping[str, TaskConfig] | None = None,
 ) -> TaskData:
     """Read, turn into (prompt, answer) pairs and tokenize an ``instruction`` task's splits.
 
     ``spec`` (from a saved model) replaces fitting the answer set on the training split;
-    ``only`` restricts which splits are read.
+    ``only`` restricts which splits are read; ``tasks`` is not read (the task has its own
+    files; every loader takes the same arguments).
     """
     ttype = task_type(config.type)
-    assert isinstance(ttype, Instruction) and config.instruction is not None
     ins = config.instruction
+    assert ins is not None
     cols = config.columns
     paths = split_paths(config)
     wanted = only or tuple(s for s in SPLITS if s in paths)
@@ -70,46 +70,46 @@ def load_instruction_data(
         limit = getattr(config.data, f"max_{split}_examples")
         if limit and len(ds) > limit:
             ds = ds.shuffle(seed=seed).select(range(limit))
-        columns: dict[str, list[object]] = {
-            "input_ids": [],
-            "target": [],
-            "prompt_length": [],
-            "answer": [],
-            "length": [],
-        }
-        for text, label, line in zip(ds[cols.text], ds[cols.label], ds[_ROW], strict=True):
-            answer = make_answer(ins, text, label)
-            ttype.encode(spec, answer, line, wheres[split])
-            ids, target, prompt_length = encode(as_text(text), answer)
-            columns["input_ids"].append(ids)
-            columns["target"].append(target)
-            columns["prompt_length"].append(prompt_length)
-            columns["answer"].append(answer or "")
-            columns["length"].append(len(ids))
-        splits[split] = datasets.Dataset.from_dict(columns)
+        splits[split] = _examples(config, spec, ds, encode, wheres[split])
     return TaskData(spec=spec, splits=splits)
+
+
+def _examples(
+    config: TaskConfig, spec: TaskSpec, ds: datasets.Dataset, encode: ExampleEncoder, where: Where
+) -> datasets.Dataset:
+    """One split's tokenized examples: prompt + answer ids, their targets, where the answer
+    starts, the reference answer and the length (each answer checked by the task type)."""
+    ins, cols, ttype = config.instruction, config.columns, task_type(config.type)
+    assert ins is not None
+    columns: dict[str, list[object]] = {
+        "input_ids": [],
+        "target": [],
+        "prompt_length": [],
+        "answer": [],
+        "length": [],
+    }
+    for text, label, line in zip(ds[cols.text], ds[cols.label], ds[_ROW], strict=True):
+        answer = make_answer(ins, text, label)
+        ttype.encode(spec, answer, line, where)
+        ids, target, prompt_length = encode(as_text(text), answer)
+        columns["input_ids"].append(ids)
+        columns["target"].append(target)
+        columns["prompt_length"].append(prompt_length)
+        columns["answer"].append(answer or "")
+        columns["length"].append(len(ids))
+    return datasets.Dataset.from_dict(columns)
 
 
 _ROW = "__row"  # each row's index in its file, kept through subsets for error messages
 
 
 def _checked(config: TaskConfig, table: Table) -> dict[str, list[Any]]:
-    """The text and label columns checked for type (nothing converted): a label answer
-    reads class labels (strings or integer ids) and text strings; an entity answer reads
-    words and tags as a tagging task does (a tag string is split on whitespace)."""
-    ins, cols = config.instruction, config.columns
-    assert ins is not None
-    texts, labels = table.columns[cols.text], table.columns[cols.label]
-    text_where, where = table.where(cols.text), table.where(cols.label)
-    if ins.answer == "label":
-        task_type("classification").read_texts(config, texts, text_where)
-        check_class_column(labels, False, config.label_separator, where)
-        labels = [None if is_missing(v) else v for v in labels]
-    else:
-        read_sequences(texts, text_where, "words", empty=False)
-        read_sequences(labels, where, "tags", empty=True)
-        check_tag_names(labels, where)
-        labels = [None if is_missing(v) else v.split() if isinstance(v, str) else v for v in labels]
+    """The text and label columns checked for type by the task type (nothing converted but
+    what its ``read_labels`` converts: a missing label is ``None``, a tag string is split)."""
+    ttype, cols = task_type(config.type), config.columns
+    texts = ttype.read_texts(config, table.columns[cols.text], table.where(cols.text))
+    where = table.where(cols.label)
+    labels = ttype.read_labels(config, table.columns[cols.label], where, table.text_cells)
     return {cols.text: texts, cols.label: labels, _ROW: list(range(len(texts)))}
 
 

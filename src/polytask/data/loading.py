@@ -20,12 +20,11 @@ from polytask import __version__
 from polytask.cache import cache_dir
 from polytask.config.run import TaskConfig
 from polytask.data.instructions import load_instruction_data
-from polytask.data.read import Table, TaskData, read_table, split_paths
+from polytask.data.read import Loader, Table, TaskData, read_table, split_paths
 from polytask.data.texts import load_text_data
-from polytask.errors import DataError
+from polytask.errors import DataError, PolytaskError
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.base import TaskType, is_missing
-from polytask.tasks.tagging import Tagging
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -52,9 +51,9 @@ def read_task(
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
 ) -> tuple[TaskSpec, dict[str, Path], dict[str, datasets.Dataset]]:
-    """Read, check and encode the splits of a classification, tagging or regression task
-    (no tokenizer): its spec, each split's file, and per split ``text`` (``text_pair``) and
-    ``target`` columns, subsets (``max_*_examples``) drawn with ``seed``."""
+    """Read, check and encode the splits of a task read from a table (classification,
+    tagging, regression; no tokenizer): its spec, each split's file, and per split ``text``
+    (``text_pair``) and ``target`` columns, subsets (``max_*_examples``) drawn with ``seed``."""
     ttype, cols = task_type(config.type), config.columns
     paths = split_paths(config)
     if only is not None:
@@ -103,14 +102,32 @@ def load_task_data(
 
     ``spec`` (from a saved model) replaces fitting the label set on the training split;
     ``only`` restricts which splits are read; ``tasks`` (every task of the run by name)
-    lets an ``lm`` task read other tasks' texts (``data.from_tasks``).
+    lets an ``lm`` task read other tasks' texts (``data.from_tasks``). The loader is the
+    one the task type names (:attr:`~polytask.tasks.TaskType.reader`, :data:`LOADERS`).
     """
-    if config.type == "lm":
-        return load_text_data(config, tokenizer, max_length, seed, spec, only, tasks)
-    if config.type == "instruction":
-        return load_instruction_data(config, tokenizer, max_length, seed, spec, only)
+    reader = task_type(config.type).reader
+    if reader not in LOADERS:
+        raise PolytaskError(
+            f"task type '{config.type}' is read by '{reader}', which is not a loader "
+            f"({', '.join(sorted(LOADERS))})"
+        )
+    return LOADERS[reader](config, tokenizer, max_length, seed, spec, only, tasks)
+
+
+def load_table_data(
+    config: TaskConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    seed: int,
+    spec: TaskSpec | None = None,
+    only: tuple[str, ...] | None = None,
+    tasks: Mapping[str, TaskConfig] | None = None,
+) -> TaskData:
+    """The ``"table"`` loader: :func:`read_task`, then each split tokenized by the task
+    type's :meth:`~polytask.tasks.TaskType.encode_inputs` and ``target_columns`` (cached)."""
     ttype, cols = task_type(config.type), config.columns
     spec, paths, raw = read_task(config, seed, spec, only)
+    spec = ttype.bind_tokenizer(spec, tokenizer)
     tok_id = _tokenizer_id(tokenizer)
     splits = {}
     for split, ds in raw.items():
@@ -159,27 +176,25 @@ def read_task_table(config: TaskConfig, split: str, path: tuple[Path, str, str])
 def encode_split(
     config: TaskConfig, ttype: TaskType, spec: TaskSpec, split: str, table: Table
 ) -> datasets.Dataset:
-    """The split's texts and encoded labels (``target``) as a ``datasets.Dataset``; a
-    tagging row must have one tag per word."""
+    """The split's texts and encoded labels (``target``) as a ``datasets.Dataset``, the
+    labels checked against the texts by the task type (tagging: one tag per word)."""
     cols = config.columns
     where = table.where(cols.label)
     targets = [ttype.encode(spec, v, i, where) for i, v in enumerate(table.columns[cols.label])]
     out: dict[str, list[Any]] = {"text": table.columns[cols.text], "target": targets}
     if cols.text_pair is not None:
         out["text_pair"] = table.columns[cols.text_pair]
-    if isinstance(ttype, Tagging):
-        for i, (words, y) in enumerate(zip(out["text"], targets, strict=True)):
-            if y is not None and len(y) != len(words):
-                raise DataError(f"{where(i)}: {len(y)} tags for {len(words)} words")
+    ttype.check_targets(out["text"], targets, where)
     return datasets.Dataset.from_dict(out)
 
 
 class _Featurizer:
-    """Tokenises one batch of checked rows (a picklable callable for ``map``)."""
+    """Tokenises one batch of checked rows (a picklable callable for ``map``) through the
+    task type's hooks: inputs by ``encode_inputs``, labels by ``target_columns``."""
 
     def __init__(
         self,
-        task_type: Any,
+        task_type: TaskType,
         tokenizer: PreTrainedTokenizerBase,
         pair: bool,
         max_length: int,
@@ -188,29 +203,17 @@ class _Featurizer:
         self.pair, self.max_length = pair, max_length
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        labels = batch["target"]
-        if isinstance(self.task_type, Tagging):
-            return self._tagging(batch["text"], labels)
-        pairs = batch["text_pair"] if self.pair else None
-        enc = self.tokenizer(batch["text"], pairs, truncation=True, max_length=self.max_length)
+        texts, pairs = batch["text"], batch["text_pair"] if self.pair else None
+        enc = self.task_type.encode_inputs(self.tokenizer, texts, pairs, self.max_length)
         out = {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
-        out["target"] = labels
+        out.update(self.task_type.target_columns(enc, texts, batch["target"]))
         out["length"] = [len(ids) for ids in enc["input_ids"]]
         return out
 
-    def _tagging(self, words: list[list[str]], labels: list[Any]) -> dict[str, list[Any]]:
-        enc = self.tokenizer(
-            words, is_split_into_words=True, truncation=True, max_length=self.max_length
-        )
-        out = {k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc}
-        aligned, starts = [], []
-        for row, y in enumerate(labels):
-            word_ids = enc.word_ids(row)
-            aligned.append(Tagging.align(word_ids, y))
-            starts.append(Tagging.word_starts(word_ids))
-        out["target"] = aligned
-        out["word_labels"] = labels
-        out["word_starts"] = starts
-        out["n_words"] = [len(w) for w in words]
-        out["length"] = [len(ids) for ids in enc["input_ids"]]
-        return out
+
+#: the loaders a task type's ``reader`` names
+LOADERS: dict[str, Loader] = {
+    "table": load_table_data,
+    "texts": load_text_data,
+    "instruction": load_instruction_data,
+}

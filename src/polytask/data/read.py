@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import datasets
 
@@ -22,6 +23,9 @@ from polytask.data import bundled
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec
 from polytask.tasks.base import Where
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 datasets.disable_progress_bars()
 # polytask reports data problems itself, in one line; datasets' own error logs would duplicate them
@@ -46,6 +50,21 @@ class TaskData:
 
     spec: TaskSpec
     splits: dict[str, datasets.Dataset]
+
+
+class Loader(Protocol):
+    """What every loader takes (``data.loading.LOADERS``, named by a type's ``reader``)."""
+
+    def __call__(
+        self,
+        config: TaskConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        seed: int,
+        spec: TaskSpec | None = None,
+        only: tuple[str, ...] | None = None,
+        tasks: Mapping[str, TaskConfig] | None = None,
+    ) -> TaskData: ...
 
 
 def _format_of(path: Path, declared: str) -> str:

@@ -21,7 +21,6 @@ from polytask.data.read import TaskData, read_table, split_paths
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.base import Where, describe
-from polytask.tasks.lm import MaskedLM
 
 SPLITS = ("train", "validation", "test")
 
@@ -70,7 +69,6 @@ def load_text_data(
 ) -> TaskData:
     """Read, join and tokenise an ``lm`` task's texts per split (train and validation needed)."""
     ttype = task_type(config.type)
-    assert isinstance(ttype, MaskedLM)
     sources = [
         config.model_copy(update={"data": config.data.model_copy(update={"from_tasks": None})})
     ]

@@ -1,21 +1,23 @@
 """What a prediction input may look like, checked before any tokenizer sees it.
 
-Three forms, fixed by the task: a text (``"a great film"``) for single-text classification
-and regression; a pair (``["a text", "its pair"]``) for sentence-pair tasks; a text (split
-on whitespace) or a list of words for tagging. ``"*"`` takes texts (every single-text task
-and every tagging task answers) or pairs (every sentence-pair task answers), not a mixture.
+Three forms, fixed by the task type (``TaskType.input_form``): a text (``"a great film"``)
+for single-text classification and regression; a pair (``["a text", "its pair"]``) for
+sentence-pair tasks; a text (split on whitespace) or a list of words for tagging. ``"*"``
+takes texts (every single-text task and every tagging task answers) or pairs (every
+sentence-pair task answers), not a mixture.
 Errors name the input (``inputs[3]: ...``): the server returns them as 422, the CLI prints
 them as one line.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, TypeAlias
 
 from polytask.errors import InputError
+from polytask.tasks.base import InputForm
 
 ALL = "*"  # the task name that asks for every task
-Form = Literal["text", "pair", "words"]
+Form: TypeAlias = InputForm  # each task type names its own (``TaskType.input_form``)
 WHAT: dict[Form, str] = {
     "text": "a text (a JSON string)",
     "pair": "a sentence pair (a list of two strings)",
@@ -96,6 +98,20 @@ def star_form(inputs: list[Any]) -> Form:
                 f"and inputs[0] is {WHAT[first]}"
             )
     return first
+
+
+def columns(inputs: list[Any], form: Form) -> tuple[list[Any], list[Any] | None]:
+    """Checked inputs as the text and pair columns ``TaskType.encode_inputs`` tokenizes
+    (words stay as given: the task type splits them).
+
+    >>> columns([["a text", "its pair"]], "pair")
+    (['a text'], ['its pair'])
+    """
+    if form == "pair":
+        return [x[0] for x in inputs], [x[1] for x in inputs]
+    if form == "text":
+        return [str(x) for x in inputs], None
+    return list(inputs), None
 
 
 def check_list(inputs: Any, max_inputs: int | None = None) -> None:

@@ -25,12 +25,18 @@ from transformers import BatchEncoding
 from polytask.checkpoint import load_model_folder
 from polytask.data.batching import length_chunks
 from polytask.errors import InputError, RunDirError, UnknownTaskError
-from polytask.predict.inputs import ALL, WHAT, Form, check_inputs, check_list, star_form
+from polytask.predict.inputs import (
+    ALL,
+    WHAT,
+    Form,
+    check_inputs,
+    check_list,
+    columns,
+    star_form,
+)
 from polytask.registry import did_you_mean
 from polytask.segments import Segment
 from polytask.tasks import TaskSpec, task_type
-from polytask.tasks.instruction import Instruction
-from polytask.tasks.tagging import Tagging
 
 
 def model_folder(run_or_model_dir: str | Path) -> Path:
@@ -55,10 +61,10 @@ class Job:
 
 @dataclass
 class _Encoded:
-    """Tokenized inputs (unpadded id lists) of one task and, for tagging, their words."""
+    """Tokenized inputs (unpadded id lists) of one task and the inputs they came from."""
 
     enc: BatchEncoding
-    words: list[list[str]]
+    inputs: list[Any]
 
     def __len__(self) -> int:
         return len(self.enc["input_ids"])
@@ -114,19 +120,17 @@ class Predictor:
     def form(self, task: str) -> Form:
         """The input form ``task`` takes (see :mod:`polytask.predict.inputs`)."""
         spec = self.spec(task)
-        return "words" if spec.type == "tagging" else "pair" if spec.pair else "text"
+        return task_type(spec.type).input_form(spec)
 
     @torch.inference_mode()
     def generated(self, task: str, inputs: list[Any], batch_size: int = 16) -> list[dict[str, Any]]:
-        """An instruction task's answers: ``{"text": ...}``, generated greedily."""
+        """The answers of a task whose type generates them (an instruction task:
+        ``{"text": ...}``, generated greedily)."""
         spec = self.specs[task]
-        ttype = task_type(spec.type)
-        assert isinstance(ttype, Instruction)
         length = self.task_lengths.get(task, self.max_length)
-        rows = ttype.prompt_rows(spec, self.tokenizer, [str(x) for x in inputs], length)
         self.forwards += 1
-        texts = ttype.answer(self.model, spec, rows, batch_size, self.tokenizer, "generate")
-        return [{"text": text} for text in texts]
+        ttype = task_type(spec.type)
+        return ttype.generate(self.model, spec, self.tokenizer, inputs, length, batch_size)
 
     def star_tasks(self, form: Form) -> list[str]:
         """The tasks a ``"*"`` request of texts (or of pairs) reaches."""
@@ -206,7 +210,7 @@ class Predictor:
 
     def _run_star(self, tasks: list[str], inputs: list[Any]) -> list[dict[str, Any]]:
         """Every task in ``tasks`` on the same rows: tasks whose tokenization of the inputs
-        is identical read the same rows of one forward; instruction tasks generate."""
+        is identical read the same rows of one forward; generating tasks generate."""
         decoded = {t: self.generated(t, inputs) for t in tasks if self._generates(t)}
         encoded = {t: self._encode(self.specs[t], inputs) for t in tasks if t not in decoded}
         groups: list[list[str]] = []
@@ -222,19 +226,15 @@ class Predictor:
         return [{t: decoded[t][i] for t in tasks} for i in range(len(inputs))]
 
     def _generates(self, task: str) -> bool:
-        return isinstance(task_type(self.specs[task].type), Instruction)
+        return task_type(self.specs[task].type).generates
 
     def _encode(self, spec: TaskSpec, inputs: list[Any]) -> _Encoded:
-        """Token ids per input, unpadded (``_forward`` pads each chunk of similar lengths)."""
+        """Token ids per input, unpadded (``_forward`` pads each chunk of similar lengths),
+        tokenized as in training (``TaskType.encode_inputs``)."""
         length = self.task_lengths.get(spec.name, self.max_length)
-        kwargs: dict[str, Any] = {"truncation": True, "max_length": length}
-        if spec.type == "tagging":
-            words = [x.split() if isinstance(x, str) else [str(w) for w in x] for x in inputs]
-            return _Encoded(self.tokenizer(words, is_split_into_words=True, **kwargs), words)
-        if spec.pair:
-            firsts, seconds = [x[0] for x in inputs], [x[1] for x in inputs]
-            return _Encoded(self.tokenizer(firsts, seconds, **kwargs), [])
-        return _Encoded(self.tokenizer([str(x) for x in inputs], **kwargs), [])
+        ttype = task_type(spec.type)
+        texts, pairs = columns(inputs, ttype.input_form(spec))
+        return _Encoded(ttype.encode_inputs(self.tokenizer, texts, pairs, length), inputs)
 
     def _forward(self, parts: list[tuple[list[str], _Encoded]]) -> dict[str, torch.Tensor]:
         """Each task's logits for every row of its part (the tasks of a part read the same
@@ -283,12 +283,7 @@ class Predictor:
         return ids.to(device), mask.to(device), None if types is None else types.to(device)
 
     def _decode(self, spec: TaskSpec, logits: torch.Tensor, part: _Encoded) -> list[dict[str, Any]]:
-        ttype = task_type(spec.type)
-        if not isinstance(ttype, Tagging):
-            return list(ttype.decode(spec, logits))
-        word_ids = [part.enc.word_ids(i) for i in range(len(part.words))]
-        tags = ttype.word_tags(logits, word_ids, [len(w) for w in part.words])
-        return [ttype.decode_words(spec, w, t) for w, t in zip(part.words, tags, strict=True)]
+        return task_type(spec.type).decode_inputs(spec, logits, part.enc, part.inputs)
 
 
 def _stack_rows(rows: list[torch.Tensor]) -> torch.Tensor:

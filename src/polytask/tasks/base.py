@@ -1,4 +1,5 @@
-"""What every task type provides: label encoding, loss, metrics and decoding.
+"""What every task type provides: label encoding, loss, metrics and decoding, and the hooks
+through which loading, evaluation and prediction ask the type instead of naming it.
 
 A task type is stateless; everything learned from data (the label set, the regression
 target's mean and standard deviation) lives in a :class:`TaskSpec`, which is saved with
@@ -7,93 +8,39 @@ the model so that serving rebuilds the same heads and decodes the same way.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from polytask.errors import DataError
+from polytask.errors import DataError, PolytaskError
 from polytask.registry import Registry
+from polytask.tasks.cells import Where, describe, is_missing, row_of
+from polytask.tasks.spec import OwnPredictions, TaskOptions, TaskSpec
 
 IGNORE_INDEX = -100
-Where = Callable[[int], str]  # row index -> "file, row N, column 'c'" for error messages
+#: what one prediction input is: a text, a sentence pair, or words (a text or a word list)
+InputForm = Literal["text", "pair", "words"]
 
 if TYPE_CHECKING:
     import datasets
-    from transformers import PreTrainedTokenizerBase
+    from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-
-class _Columns(Protocol):
-    @property
-    def text_pair(self) -> str | None: ...
-
-
-class TaskOptions(Protocol):
-    """The settings of one task that a task type reads when it fits its spec and checks its
-    labels. :class:`polytask.config.TaskConfig` provides them; a task type never imports
-    the config, so any object with these attributes will do."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def labels(self) -> list[str] | None: ...
-    @property
-    def multi_label(self) -> bool: ...
-    @property
-    def label_separator(self) -> str: ...
-    @property
-    def weight(self) -> float: ...
-    @property
-    def critical(self) -> bool | None: ...
-    @property
-    def auxiliary(self) -> bool: ...
-    @property
-    def held_out(self) -> bool: ...
-    @property
-    def instruction(self) -> Any: ...
-    @property
-    def columns(self) -> _Columns: ...
-
-
-@dataclass
-class TaskSpec:
-    """A task as the model sees it: its type and what was learned from its training data."""
-
-    name: str
-    type: str
-    labels: list[str] = field(default_factory=list)
-    multi_label: bool = False
-    label_separator: str = "|"
-    pair: bool = False
-    target_mean: float = 0.0
-    target_std: float = 1.0
-    auxiliary: bool = False
-    critical: bool = True
-    weight: float = 1.0
-    #: evaluated, never trained on (``held_out: true`` in the config)
-    held_out: bool = False
-    #: type-specific settings fixed when the data is loaded (``lm``: mask token, vocabulary)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
-        return cls(**data)
-
-
-@dataclass
-class OwnPredictions:
-    """What a task type's own evaluation pass found: predictions and references in dataset
-    order, and the split's mean loss when that pass measured it (else ``None``)."""
-
-    predictions: list[Any]
-    references: list[Any]
-    loss: float | None = None
+__all__ = [
+    "IGNORE_INDEX",
+    "TASK_TYPES",
+    "InputForm",
+    "OwnPredictions",
+    "TaskOptions",
+    "TaskSpec",
+    "TaskType",
+    "Where",
+    "describe",
+    "is_missing",
+    "row_of",
+    "task_type",
+]
 
 
 class TaskType(ABC):
@@ -110,6 +57,15 @@ class TaskType(ABC):
     #: which head the models build for the task: ``"default"`` (:class:`~polytask.models.heads.Head`
     #: over :meth:`num_outputs`) or a head named in ``polytask.models.heads.HEADS``
     head: ClassVar[str] = "default"
+    #: which loader of ``polytask.data`` reads the task's files (``data.loading.LOADERS``):
+    #: ``"table"`` (text, optional pair and label columns: this class's read/encode hooks),
+    #: ``"texts"`` (plain texts, ``lm``) or ``"instruction"`` (prompt and answer pairs)
+    reader: ClassVar[str] = "table"
+    #: row columns beyond ``input_ids``/``target`` that :func:`polytask.data.batching.collate`
+    #: keeps per task in ``Batch.extras`` (what :meth:`target_columns` adds)
+    extra_columns: ClassVar[tuple[str, ...]] = ()
+    #: serving asks :meth:`generate` for the answers instead of decoding one forward's logits
+    generates: ClassVar[bool] = False
 
     def primary(self, spec: TaskSpec) -> str:
         """The metric that ranks checkpoints and models of this task (``primary_metric``
@@ -138,6 +94,39 @@ class TaskType(ABC):
         is CSV/TSV/CoNLL, whose cells are text as written). Returns the values :meth:`encode`
         gets; a type that reads text cells (regression) parses them here. Default: as is."""
         return list(values)
+
+    def check_targets(self, texts: Sequence[Any], targets: Sequence[Any], where: Where) -> None:
+        """Check a split's encoded labels against its texts (``where`` names the label
+        column; tagging: one tag per word). Default: nothing to check."""
+        return None
+
+    def bind_tokenizer(self, spec: TaskSpec, tokenizer: PreTrainedTokenizerBase) -> TaskSpec:
+        """Record in the spec what the task needs of the tokenizer (token ids of answers, the
+        mask token); called once the data is loaded. Default: the spec unchanged."""
+        return spec
+
+    def input_form(self, spec: TaskSpec) -> InputForm:
+        """What one prediction input of the task is (:mod:`polytask.predict.inputs`): a
+        sentence pair when the task was trained on pairs, else a text."""
+        return "pair" if spec.pair else "text"
+
+    def encode_inputs(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: list[Any],
+        pairs: list[Any] | None,
+        max_length: int,
+    ) -> BatchEncoding:
+        """Tokenize texts (and their pairs), cut at ``max_length``: the one place a type's
+        inputs are tokenized, for training data and for serving alike."""
+        return tokenizer(texts, pairs, truncation=True, max_length=max_length)
+
+    def target_columns(
+        self, encoding: BatchEncoding, texts: list[Any], targets: list[Any]
+    ) -> dict[str, list[Any]]:
+        """A tokenized batch's label columns: ``target`` (what :meth:`collate` stacks) and
+        any of :attr:`extra_columns`. Default: the encoded labels as they are."""
+        return {"target": targets}
 
     @abstractmethod
     def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
@@ -173,6 +162,42 @@ class TaskType(ABC):
     def decode(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
         """Per-example predictions in the task's own terms (label names, values in units)."""
         ...
+
+    def predict_indices(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
+        """Per-row predictions in the terms :meth:`metrics` compares with the encoded labels.
+        Default: the index of the largest logit."""
+        return list(logits.argmax(dim=-1).cpu().tolist())
+
+    def eval_predictions(
+        self, spec: TaskSpec, logits: torch.Tensor, rows: dict[str, list[Any]]
+    ) -> tuple[list[Any], list[Any]]:
+        """Predictions and references of one evaluation batch (``rows``: its columns, as
+        :meth:`prepare` left them). Default: :meth:`predict_indices` and ``target``."""
+        return self.predict_indices(spec, logits), rows["target"]
+
+    def decode_inputs(
+        self, spec: TaskSpec, logits: torch.Tensor, encoding: BatchEncoding, inputs: list[Any]
+    ) -> list[dict[str, Any]]:
+        """Served predictions of ``inputs`` from the logits of their :meth:`encode_inputs`
+        encoding. Default: :meth:`decode` of the logits alone."""
+        return list(self.decode(spec, logits))
+
+    def generate(
+        self,
+        model: Any,
+        spec: TaskSpec,
+        tokenizer: PreTrainedTokenizerBase,
+        inputs: list[Any],
+        max_length: int,
+        batch_size: int,
+    ) -> list[dict[str, Any]]:
+        """Served predictions of a type that :attr:`generates` them with forwards of its own."""
+        raise PolytaskError(f"task '{spec.name}' is decoded from logits, not generated")
+
+    def baseline_metrics(self, spec: TaskSpec, references: list[Any]) -> dict[str, float]:
+        """Metrics of a trivial predictor on a split (``evaluate(with_majority=True)``;
+        classification: majority accuracy). Default: none."""
+        return {}
 
     def higher_is_better(self, metric: str) -> bool:
         """Direction of one of this type's metrics (from :attr:`lower_is_better`)."""
@@ -214,29 +239,3 @@ def task_type(name: str) -> TaskType:
     if name not in _INSTANCES:
         _INSTANCES[name] = TASK_TYPES.get(name)()
     return _INSTANCES[name]
-
-
-def describe(value: Any) -> str:
-    """A cell's JSON type and (shortened) JSON text, for messages: ``a list ["a", 1]``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        kind = "a bool"
-    elif isinstance(value, int | float):
-        kind = "a number"
-    elif isinstance(value, str):
-        kind = "a string"
-    else:
-        kind = "a list" if isinstance(value, list | tuple) else "a dict"
-    shown = json.dumps(value, ensure_ascii=False, default=str)
-    return f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"
-
-
-def row_of(where: Where, row: int) -> str:
-    """``line 3`` out of ``where(row)`` = ``file, line 3, column 'c'`` (to name a second row)."""
-    return where(row)[len(where(-1)) :].strip(", ").split(", column")[0]
-
-
-def is_missing(value: Any) -> bool:
-    """A label cell that carries no label (partial labels): None or an empty string."""
-    return value is None or (isinstance(value, str) and value.strip() == "")

@@ -225,6 +225,10 @@ class Classification(TaskType):
             ),
         }
 
+    def baseline_metrics(self, spec: TaskSpec, references: list[Any]) -> dict[str, float]:
+        """Single-label: the accuracy of always answering the most frequent label."""
+        return {} if spec.multi_label else {"majority_accuracy": majority_accuracy(references)}
+
     def decode(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
         probs = (
             torch.sigmoid(logits.float())

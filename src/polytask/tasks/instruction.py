@@ -30,7 +30,10 @@ from polytask.tasks.base import (
     TaskSpec,
     TaskType,
     Where,
+    is_missing,
 )
+from polytask.tasks.cells import check_tag_names, read_sequences
+from polytask.tasks.classification import check_class_column
 
 if TYPE_CHECKING:
     import datasets
@@ -57,6 +60,8 @@ class Instruction(TaskType):
     primary_metric: ClassVar[str] = "accuracy"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "perplexity"})
     eval_rows: ClassVar[int | None] = 16
+    reader: ClassVar[str] = "instruction"
+    generates: ClassVar[bool] = True
 
     def primary(self, spec: TaskSpec) -> str:
         """``entity_f1`` for entity answers (exact match rewards answering ``none`` to the
@@ -85,6 +90,26 @@ class Instruction(TaskType):
             held_out=config.held_out,
             options={**ins.model_dump(), "mode": ins.mode},
         )
+
+    def read_texts(self, config: TaskOptions, values: Sequence[Any], where: Where) -> list[Any]:
+        """Texts as written: strings for a label answer; words (a list, or a string split on
+        whitespace) for an entity answer, as a tagging task reads them."""
+        if config.instruction.answer == "label":
+            return super().read_texts(config, values, where)
+        read_sequences(values, where, "words", empty=False)
+        return list(values)
+
+    def read_labels(
+        self, config: TaskOptions, values: Sequence[Any], where: Where, text_cells: bool
+    ) -> list[Any]:
+        """Labels as the answer reads them (missing: ``None``): class labels (strings or
+        integer ids) for a label answer; tags (a tag string split on whitespace) else."""
+        if config.instruction.answer == "label":
+            check_class_column(values, False, config.label_separator, where)
+            return [None if is_missing(v) else v for v in values]
+        read_sequences(values, where, "tags", empty=True)
+        check_tag_names(values, where)
+        return [None if is_missing(v) else v.split() if isinstance(v, str) else v for v in values]
 
     def bind_tokenizer(self, spec: TaskSpec, tokenizer: PreTrainedTokenizerBase) -> TaskSpec:
         """Record the token ids of each allowed answer and of the tokens that end one."""
@@ -208,6 +233,20 @@ class Instruction(TaskType):
         if scores is not None:
             scores.extend(s for s in found if s is not None)
         return out
+
+    def generate(
+        self,
+        model: Any,
+        spec: TaskSpec,
+        tokenizer: PreTrainedTokenizerBase,
+        inputs: list[Any],
+        max_length: int,
+        batch_size: int,
+    ) -> list[dict[str, Any]]:
+        """Served answers, generated greedily: ``{"text": ...}`` per input."""
+        rows = self.prompt_rows(spec, tokenizer, [str(x) for x in inputs], max_length)
+        texts = self.answer(model, spec, rows, batch_size, tokenizer, "generate")
+        return [{"text": text} for text in texts]
 
     def prompt_rows(
         self, spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int

@@ -71,6 +71,7 @@ class MaskedLM(TaskType):
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "perplexity"})
     eval_rows: ClassVar[int | None] = 32
     head: ClassVar[str] = "mlm"  # the MLM head tied to the word embeddings
+    reader: ClassVar[str] = "texts"  # its own texts and other tasks' (data.from_tasks)
 
     def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         return TaskSpec(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -12,14 +12,20 @@ from polytask.errors import DataError
 from polytask.tasks.base import (
     IGNORE_INDEX,
     TASK_TYPES,
+    InputForm,
     TaskOptions,
     TaskSpec,
     TaskType,
     Where,
     describe,
     is_missing,
-    row_of,
 )
+from polytask.tasks.cells import check_tag_names, read_sequences
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding, PreTrainedTokenizerBase
+
+__all__ = ["Tagging", "check_tag_names", "read_sequences"]
 
 
 def _tags(value: Any, row: int, where: Where) -> list[str]:
@@ -33,46 +39,6 @@ def _tags(value: Any, row: int, where: Where) -> list[str]:
     )
 
 
-def read_sequences(values: Sequence[Any], where: Where, what: str, empty: bool) -> list[Any]:
-    """Check a column of word or tag sequences: every non-empty cell is a list of strings,
-    or every one a space-separated string (one form per column); ``empty``: a null or blank
-    cell is allowed (an unlabelled row). Returns the cells unchanged."""
-    first: tuple[int, bool] | None = None  # (row, is a list) of the first cell
-    for row, value in enumerate(values):
-        if value is None or value == [] or (isinstance(value, str) and not value.strip()):
-            if not empty:
-                raise DataError(f"{where(row)}: no {what}")
-            continue
-        if not isinstance(value, str | list) or (
-            isinstance(value, list) and not all(isinstance(v, str) for v in value)
-        ):
-            raise DataError(
-                f"{where(row)}: {what} must be a list of strings or a space-separated string, "
-                f"got {describe(value)}"
-            )
-        if first is None:
-            first = (row, isinstance(value, list))
-        elif first[1] != isinstance(value, list):
-            forms = ("a list", "a string") if first[1] else ("a string", "a list")
-            raise DataError(
-                f"{where(row)}: {what} are {forms[1]} here but {forms[0]} on "
-                f"{row_of(where, first[0])}; use one form in the whole column"
-            )
-    return list(values)
-
-
-def check_tag_names(values: Sequence[Any], where: Where) -> None:
-    """Refuse a listed tag that is empty or holds whitespace (a tag is one word), so that
-    ``'B-PER '`` never becomes a second tag beside ``'B-PER'``."""
-    for row, value in enumerate(values):
-        if isinstance(value, list):
-            for tag in value:
-                if not tag or tag != "".join(tag.split()):
-                    raise DataError(
-                        f"{where(row)}: tag {tag!r} is empty or holds whitespace; a tag is one word"
-                    )
-
-
 @TASK_TYPES.register("tagging")
 class Tagging(TaskType):
     """Cross-entropy on the first word piece of each word; other pieces are ignored.
@@ -83,6 +49,7 @@ class Tagging(TaskType):
 
     level: ClassVar[Literal["sequence", "token"]] = "token"
     primary_metric: ClassVar[str] = "f1"
+    extra_columns: ClassVar[tuple[str, ...]] = ("word_starts", "n_words", "word_labels")
 
     def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         if config.labels is not None:
@@ -119,6 +86,49 @@ class Tagging(TaskType):
         read_sequences(values, where, "tags", empty=True)
         check_tag_names(values, where)
         return list(values)
+
+    def check_targets(self, texts: Sequence[Any], targets: Sequence[Any], where: Where) -> None:
+        """One tag per word in every labelled row."""
+        for i, (words, y) in enumerate(zip(texts, targets, strict=True)):
+            if y is not None and len(y) != len(words):
+                raise DataError(f"{where(i)}: {len(y)} tags for {len(words)} words")
+
+    def input_form(self, spec: TaskSpec) -> InputForm:
+        return "words"
+
+    @staticmethod
+    def words(inputs: list[Any]) -> list[list[str]]:
+        """Each input's words: a text split on whitespace, or its list of words."""
+        return [x.split() if isinstance(x, str) else [str(w) for w in x] for x in inputs]
+
+    def encode_inputs(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        texts: list[Any],
+        pairs: list[Any] | None,
+        max_length: int,
+    ) -> BatchEncoding:
+        """Word-level inputs (``is_split_into_words``): each word's pieces stay one word."""
+        return tokenizer(
+            self.words(texts), is_split_into_words=True, truncation=True, max_length=max_length
+        )
+
+    def target_columns(
+        self, encoding: BatchEncoding, texts: list[Any], targets: list[Any]
+    ) -> dict[str, list[Any]]:
+        """Tags aligned to each word's first piece, and the word-level columns evaluation
+        reads (the tags, where each word starts, how many words)."""
+        aligned, starts = [], []
+        for row, y in enumerate(targets):
+            word_ids = encoding.word_ids(row)
+            aligned.append(self.align(word_ids, y))
+            starts.append(self.word_starts(word_ids))
+        return {
+            "target": aligned,
+            "word_labels": targets,
+            "word_starts": starts,
+            "n_words": [len(w) for w in texts],
+        }
 
     def encode(self, spec: TaskSpec, value: Any, row: int, where: Where) -> Any:
         if is_missing(value):
@@ -181,6 +191,13 @@ class Tagging(TaskType):
             out.append(tags + [0] * (n - len(tags)))
         return out
 
+    def eval_predictions(
+        self, spec: TaskSpec, logits: torch.Tensor, rows: dict[str, list[Any]]
+    ) -> tuple[list[Any], list[Any]]:
+        """Every word's tag (cut-off words: 'O') against the word-level tags."""
+        preds = self.word_predictions(logits, rows["word_starts"], rows["n_words"])
+        return preds, rows["word_labels"]
+
     def word_tags(
         self, logits: torch.Tensor, word_ids: list[list[int | None]], n_words: list[int]
     ) -> list[list[int]]:
@@ -230,6 +247,15 @@ class Tagging(TaskType):
         word-level tags and entity spans, which need the word alignment)."""
         best = logits.argmax(dim=-1).cpu().tolist()
         return [{"piece_tags": [spec.labels[i] for i in row]} for row in best]
+
+    def decode_inputs(
+        self, spec: TaskSpec, logits: torch.Tensor, encoding: BatchEncoding, inputs: list[Any]
+    ) -> list[dict[str, Any]]:
+        """Each input's word tags and entity spans (:meth:`decode_words`)."""
+        words = self.words(inputs)
+        word_ids = [encoding.word_ids(i) for i in range(len(words))]
+        tags = self.word_tags(logits, word_ids, [len(w) for w in words])
+        return [self.decode_words(spec, w, t) for w, t in zip(words, tags, strict=True)]
 
     def decode_words(
         self, spec: TaskSpec, words: list[str], tag_indices: list[int]
