@@ -1,13 +1,15 @@
-"""Malformed input, fed to the CLI as a user runs it (a subprocess per case).
+"""Malformed input, fed to the CLI as a user runs it (a process per case).
 
 Every case must end with exit code 2, exactly one line on stderr that names the problem
 and where it is (file, line, key or option), no traceback anywhere, and nothing written:
 the case's whole folder (its config, data, any run directory it starts from) hashes the
 same before and after, and an output directory that did not exist still does not.
 
-The cases run concurrently (a subprocess spends most of its time importing torch and
-transformers); a tiny run is trained once per session and copied into each case that
-needs one. Only the selected cases run (``-k truncated`` runs the truncated ones).
+Each case is a fork of one interpreter that has imported torch and transformers once
+(``tests/forked_cli.py``: its own process, argv, cwd, env and stdin, ``polytask.cli.main``
+run fresh as ``__main__``); the cases run concurrently, and a tiny run is trained once
+per session and copied into each case that needs one. Only the selected cases run
+(``-k truncated`` runs the truncated ones).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import forked_cli
 from tests.conftest import base_config, regression_rows, sentiment_rows, tagging_rows, write_jsonl
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -41,15 +43,8 @@ def polytask(
     """``polytask ARGS`` in a fresh interpreter, importing this worktree's ``src``."""
     path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "POLYTASK_CACHE": str(cache)}
-    return subprocess.run(
-        [sys.executable, "-m", "polytask.cli.main", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        cwd=cwd,
-        env=env,
-        timeout=TIMEOUT,
-    )
+    # a fork of an interpreter that has imported torch once (see tests/forked_cli.py)
+    return forked_cli.run(list(args), cwd=cwd, env=env, stdin=stdin, timeout=TIMEOUT)
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -1,17 +1,18 @@
-"""The CLI as a user runs it (subprocess): bad input gives one line, exit 2, nothing written."""
+"""The CLI as a user runs it (its own process, see tests/forked_cli.py): bad input gives one
+line, exit 2, nothing written."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests import forked_cli
 from tests.conftest import base_config
 
 
@@ -19,15 +20,7 @@ def polytask(
     *args: str, stdin: str | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, "-m", "polytask.cli.main", *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+    return forked_cli.run(list(args), stdin=stdin, cwd=cwd, env=env, timeout=300)
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], pattern: str) -> None:
