@@ -1,5 +1,5 @@
-"""The CLI with the MoE architectures (subprocess): a bad argument is one line and exit 2;
-``polytask eval`` shows a switch run's routing report."""
+"""The CLI with the MoE architectures (its own process, see tests/forked_cli.py): a bad
+argument is one line and exit 2; ``polytask eval`` shows a switch run's routing report."""
 
 from __future__ import annotations
 

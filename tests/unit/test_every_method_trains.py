@@ -15,10 +15,13 @@ from polytask.train import train
 from polytask.training.runlog import read_records
 from polytask.weighting import WEIGHTINGS
 
-pytestmark = pytest.mark.skipif(
-    not all((bundled.dataset_dir(n) / "manifest.json").is_file() for n in bundled.BUNDLED),
-    reason="bundled data not prepared (`polytask data prepare`)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not all((bundled.dataset_dir(n) / "manifest.json").is_file() for n in bundled.BUNDLED),
+        reason="bundled data not prepared (`polytask data prepare`)",
+    ),
+    pytest.mark.usefixtures("cached_tables"),  # the demo splits parsed once, not per method
+]
 STEPS = 30
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from polytask.config.run import config_from_dict, load_config
 from polytask.errors import ConfigError
 from polytask.train import train
 from polytask.training.runlog import read_records
+from tests import forked_cli
 from tests.conftest import base_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,10 +71,8 @@ def test_fp16_on_cpu_is_a_one_line_config_error(
     assert not (tmp_path / "run").exists()
     path = tmp_path / "fp16.yaml"
     path.write_text(yaml.safe_dump(data))
-    done = subprocess.run(
-        [sys.executable, "-m", "polytask.cli.main", "train", str(path), "-o", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
+    done = forked_cli.run(
+        ["train", str(path), "-o", str(tmp_path / "x")],
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
         timeout=300,
     )

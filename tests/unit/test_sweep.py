@@ -17,23 +17,17 @@ from polytask.errors import ConfigError
 from polytask.experiments.sweep import interference_threshold, markdown, parse_weights
 from polytask.train import train
 from polytask.training.runlog import read_records
+from tests import forked_cli
 from tests.conftest import base_config
 from tests.unit.test_cli import assert_user_error
 
 
 def polytask(*args: str) -> Any:
-    """The CLI in a subprocess; a sweep trains several runs, so a longer timeout."""
+    """The CLI in its own process; a sweep trains several runs, so a longer timeout."""
     import os
-    import subprocess
-    import sys
 
-    return subprocess.run(
-        [sys.executable, "-m", "polytask.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        timeout=900,
-    )
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return forked_cli.run(list(args), env=env, timeout=900)
 
 
 DEMO_AUX = Path(__file__).resolve().parents[2] / "configs" / "demo_aux.yaml"
@@ -141,6 +135,7 @@ def test_sweep_aux_needs_one_auxiliary_task(
     not all((bundled.dataset_dir(n) / "manifest.json").is_file() for n in bundled.BUNDLED),
     reason="bundled data not prepared (`polytask data prepare`)",
 )
+@pytest.mark.usefixtures("cached_tables")
 def test_demo_aux_mlm_trains(tmp_path: Path, tiny_encoder: Path) -> None:
     """The bundled demo with its auxiliary MLM task (tiny encoder): every loss falls."""
     steps = 30
