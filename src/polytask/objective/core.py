@@ -1,9 +1,5 @@
-"""From per-task losses to one update: loss weighting, then gradient aggregation.
-
-The training loop hands every step's per-task losses to :meth:`Objective.backward`; it
-never branches on a method's name, only on what a method declares it needs
-(``gramian_free``, ``needs_grad_norms``, ``observes_same_batch``).
-"""
+"""The :class:`Objective`: a step's per-task losses → weights → coefficients → ``.grad``
+(through :mod:`polytask.autograd`, which alone runs the backward passes)."""
 
 from __future__ import annotations
 
@@ -18,6 +14,7 @@ from polytask.aggregation import AGGREGATORS, Aggregator
 from polytask.autograd.engine import PerTaskGradients, weighted_backward
 from polytask.autograd.passes import average_grads
 from polytask.models import MultiTaskModel
+from polytask.objective.terms import learned_term, named, subset_backward
 from polytask.registry import build
 from polytask.segments import Segment
 from polytask.weighting import WEIGHTINGS, LossWeighting
@@ -148,12 +145,12 @@ class Objective(nn.Module):
         vector = self._vector(values).to(device)
         w = self.weighting(vector)
         static = torch.tensor([self.task_weights[t] for t in self.tasks], device=device)
-        log: dict[str, Any] = {"weights": _named(self.tasks, w * static)}
+        log: dict[str, Any] = {"weights": named(self.tasks, w * static)}
         regularizer = self.weighting.regularizer().to(device)
         if engine is None:
             coef = (w * static).detach() * self._fixed_scale().to(w)
             terms = {t: losses[t] * coef[i] for i, t in enumerate(self.tasks)}
-            terms["_learned"] = _learned(w * static, vector, regularizer)
+            terms["_learned"] = learned_term(w * static, vector, regularizer)
             terms.update({f"_extra_{k}": v for k, v in extra.items()})
             weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
             return log
@@ -171,7 +168,7 @@ class Objective(nn.Module):
         stats = engine.backward(scaled, combine, grad_scale=grad_scale)
         if fixed is not None:  # report them as the aggregator's weights on ∇(w_t L_t)
             stats.weights, stats.norms = fixed.cpu(), stats.norms / fixed.cpu()
-        learned = _learned(w * static, vector, regularizer)
+        learned = learned_term(w * static, vector, regularizer)
         if self.weighting.needs_grad_norms:
             norms = stats.norms.to(device) / coef.clamp(min=1e-12)
             learned = learned + self.weighting.balancing_loss(norms, vector)
@@ -179,8 +176,8 @@ class Objective(nn.Module):
             weighted_backward(accelerator, {"learned": learned}, {"learned": 1.0})
         log.update(
             {
-                "combine": _named(self.tasks, stats.weights),
-                "grad_norm": _named(self.tasks, stats.norms),
+                "combine": named(self.tasks, stats.weights),
+                "grad_norm": named(self.tasks, stats.norms),
                 "cosine": [[round(float(v), 4) for v in row] for row in stats.cosine],
                 "grad_method": stats.method,
             }
@@ -194,22 +191,9 @@ class Objective(nn.Module):
         extra: dict[str, torch.Tensor],
         values: dict[str, torch.Tensor],
     ) -> dict[str, Any]:
-        """A step that trains some of the tasks: the weighting's weights of those tasks
-        (:meth:`LossWeighting.subset`), the static task weights and the aggregator's fixed
-        coefficients, in one backward; a learned weighting trains on the present tasks'
-        terms. The config admits only methods that apply here (:func:`refusal`)."""
-        index = [i for i, t in enumerate(self.tasks) if t in losses]
-        present = [self.tasks[i] for i in index]
-        device = losses[present[0]].device
-        seen = torch.stack([values[t].detach().float() for t in present]).to(device)
-        w = self.weighting.subset(seen, index).to(device)
-        static = torch.tensor([self.task_weights[t] for t in present], device=device)
-        coef = (w * static).detach() * self._fixed_scale()[index].to(w)
-        terms = {t: losses[t] * coef[i] for i, t in enumerate(present)}
-        terms["_learned"] = _learned(w * static, seen, self.weighting.regularizer(index).to(device))
-        terms.update({f"_extra_{k}": v for k, v in extra.items()})
-        weighted_backward(accelerator, terms, dict.fromkeys(terms, 1.0))
-        return {"weights": _named(present, w * static)}
+        """A step over some of the tasks (:func:`polytask.objective.terms.subset_backward`)."""
+        parts = (self.tasks, self.task_weights, self.weighting, self._fixed_scale)
+        return subset_backward(accelerator, *parts, losses, extra, values)
 
     def _fixed_scale(self) -> torch.Tensor:
         """A Gramian-free aggregator's weights (``sum``: ones, ``mean``: 1/T)."""
@@ -245,76 +229,8 @@ class Objective(nn.Module):
         self.weighting.observe_subset(seen, index)
 
 
-def refusal(
-    weighting: tuple[str, type[LossWeighting]],
-    aggregator: tuple[str, type[Aggregator]],
-    *,
-    k: int,
-    n_tasks: int,
-    architecture: tuple[str, bool],
-) -> str | None:
-    """Why a step would not apply this weighting and aggregator as configured, or None.
-
-    The one rule, read from what each method declares (``needs_all_tasks``,
-    ``needs_shared_gradients``, ``needs_grad_norms``) and from the architecture
-    (``(name, trains_shared)``): a step trains ``k`` of the ``n_tasks`` tasks.
-
-    * ``k < n_tasks``: the weighting must weigh each task on its own loss and the
-      aggregator must have fixed coefficients (:meth:`Objective._subset_backward`).
-    * no trainable shared parameters: no per-task gradient to combine or measure.
-
-    Every accepted combination is applied by :class:`Objective`; the config refuses the
-    others at load with this one line (the pair, and the fix).
-    """
-    (w_name, w_cls), (a_name, a_cls) = weighting, aggregator
-    arch, shared = architecture
-    pair = f"weighting '{w_name}' with aggregator '{a_name}'"
-    if k < n_tasks and (w_cls.needs_all_tasks or a_cls.needs_all_tasks):
-        if w_cls.needs_all_tasks:
-            why = f"'{w_name}' weighs every task's loss together"
-            fix = f"a per-task weighting ({', '.join(_names(WEIGHTINGS, 'needs_all_tasks'))})"
-        else:
-            why = f"'{a_name}' combines the gradients of every task in one step"
-            fix = f"aggregator {' or '.join(_names(AGGREGATORS, 'needs_all_tasks'))}"
-        return (
-            f"{pair}: {why}, but sampler.tasks_per_step is {k} of {n_tasks} tasks: "
-            f"set sampler.tasks_per_step: all, or use {fix}"
-        )
-    if not shared and (a_cls.needs_shared_gradients or w_cls.needs_grad_norms):
-        if a_cls.needs_shared_gradients:
-            name, stays = a_name, "its coefficients would stay 1, the sum"
-            fix = f"aggregator {' or '.join(_names(AGGREGATORS, 'needs_shared_gradients'))}"
-        else:
-            name, stays, fix = w_name, "its weights would stay 1, equal weighting", "a weighting"
-            fix += f" without gradient norms ({', '.join(_names(WEIGHTINGS, 'needs_grad_norms'))})"
-        return (
-            f"{pair} on architecture '{arch}': it trains no shared parameters, so '{name}' "
-            f"has no per-task gradients to work on ({stays}): use {fix}, or an architecture "
-            "that trains a shared encoder"
-        )
-    return None
-
-
-def _names(registry: Any, flag: str) -> list[str]:
-    """The registered methods whose capability ``flag`` is false (for a fix's choices)."""
-    return [n for n in registry.names() if not getattr(registry.get(n), flag)]
-
-
-def _learned(
-    weights: torch.Tensor, losses: torch.Tensor, regularizer: torch.Tensor
-) -> torch.Tensor:
-    """What a learned weighting's parameters train on: ``Σ_t w_t L_t + regularizer`` with the
-    losses as constants, whatever the aggregator (its coefficients scale the model's
-    gradients, not the weighting's objective). A backward that never enters the model."""
-    return (weights * losses.detach().to(weights)).sum() + regularizer
-
-
 def _ones(gramian: torch.Tensor) -> torch.Tensor:
     return torch.ones(gramian.shape[0], dtype=gramian.dtype, device=gramian.device)
-
-
-def _named(tasks: list[str], values: torch.Tensor) -> dict[str, float]:
-    return {t: round(float(v), 6) for t, v in zip(tasks, values.detach().cpu(), strict=True)}
 
 
 def build_objective(
