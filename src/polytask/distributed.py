@@ -107,9 +107,10 @@ def gather_objects(accelerator: Accelerator | None, items: list[Any]) -> list[An
     return gathered
 
 
-def needs_full_model(accelerator: Accelerator) -> bool:
-    """Whether this engine shards or owns the parameters (FSDP, DeepSpeed): no per-task
-    gradient engine there, since it writes ``.grad`` of whole parameters itself."""
+def weights_sharded(accelerator: Accelerator) -> bool:
+    """Whether FSDP or DeepSpeed holds the parameters (sharded over ranks, or their gradients
+    and optimiser state): a full state dict has to be gathered, and the per-task gradient
+    engine cannot run there, since it writes ``.grad`` of whole parameters itself."""
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
@@ -132,7 +133,7 @@ def check_engine(
 ) -> bool:
     """Refuse per-task gradient methods where the engine cannot run (FSDP and DeepSpeed own
     or shard the parameters' gradients); returns whether gradient monitoring stays on."""
-    if not needs_full_model(accelerator):
+    if not weights_sharded(accelerator):
         return monitor
     engine = accelerator.distributed_type.value
     if needs_task_gradients:

@@ -185,14 +185,15 @@ def test_sharded_engine_paths_on_one_process(
     gradient methods and --resume refused. Metrics equal those of the normal run."""
     import polytask.distributed
     import polytask.training.end
+    import polytask.training.prepare
     from polytask.errors import ConfigError
 
     data = base_config(tiny_encoder, task_files, max_steps=6, eval_every=3)
     data["sampler"] = {"tasks_per_step": "all"}
     data["train"]["monitor_every"] = None
     normal = train(config_from_dict(data), tmp_path / "normal", show_progress=False)
-    for module in (polytask.distributed, polytask.training.end, polytask.train):
-        monkeypatch.setattr(module, "needs_full_model", lambda accelerator: True)
+    for module in (polytask.distributed, polytask.training.end, polytask.training.prepare):
+        monkeypatch.setattr(module, "weights_sharded", lambda accelerator: True)
     sharded = train(config_from_dict(data), tmp_path / "sharded", show_progress=False)
     assert sharded["tasks"] == normal["tasks"] and sharded["best_step"] == normal["best_step"]
     assert not (tmp_path / "sharded" / "checkpoint").exists()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from accelerate import Accelerator
 
 from polytask import checkpoint as ckpt
-from polytask.distributed import needs_full_model
+from polytask.distributed import weights_sharded
 from polytask.evaluate import evaluate
 from polytask.models import MultiTaskModel
 from polytask.tasks import TaskSpec, task_type
@@ -78,7 +78,7 @@ def evaluate_and_keep_best(
             "primary_metric": score,
         }
         full = None
-        if needs_full_model(accelerator):
+        if weights_sharded(accelerator):
             full = accelerator.get_state_dict(wrapped if wrapped is not None else model)
         if accelerator.is_main_process:
             ckpt.save_model_folder(run_dir / BEST, model, setup.tokenizer, meta, full)
@@ -101,10 +101,38 @@ def finish(
     several processes the architecture's ``report.json`` (MoE routing) covers the main
     process's share of the test examples only."""
     model = setup.model
-    if needs_full_model(accelerator):  # sharded weights: evaluate a plain copy of the best
+    if weights_sharded(accelerator):  # sharded weights: evaluate a plain copy of the best
         model = ckpt.load_model_folder(run_dir / BEST)[0].to(accelerator.device)
     else:
         model.load_weights(run_dir / BEST)
+    tasks, report = _final_evaluation(setup, model, state, accelerator, pad_id)
+    final = {
+        "tasks": tasks,
+        "primary_task": setup.config.primary,
+        "primary_metric": {n: primary_metric(s) for n, s in setup.specs.items()},
+        "best_step": state.best_step,
+        "steps": state.step,
+        "train_seconds": round(state.seconds, 1),
+        "examples_seen": state.examples,
+        "updates": state.updates,
+        "skipped_steps": state.skipped_steps,
+        "params": params,
+        "processes": accelerator.num_processes,
+        "mixed_precision": setup.config.train.mixed_precision,
+    }
+    if accelerator.is_main_process:
+        if report:
+            ckpt.write_json(run_dir / "report.json", report)
+        ckpt.write_json(run_dir / "final_metrics.json", final)
+        plot_curves(read_records(run_dir / "metrics.jsonl"), run_dir / "curves.png")
+    return final
+
+
+def _final_evaluation(
+    setup: Setup, model: MultiTaskModel, state: TrainState, accelerator: Accelerator, pad_id: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each task's validation (reused from ``best_step`` when measured there) and test
+    metrics, the majority baseline; and the architecture's report on test (MoE routing)."""
     tc, names = setup.config.train, list(setup.specs)
     tasks: dict[str, Any] = {}
     report: dict[str, Any] = {}
@@ -132,23 +160,4 @@ def finish(
             m.pop("majority_accuracy", None)
             tasks.setdefault(n, {})[split] = m
         report = model.report() or report  # the architecture's diagnostics on test
-    final = {
-        "tasks": tasks,
-        "primary_task": setup.config.primary,
-        "primary_metric": {n: primary_metric(s) for n, s in setup.specs.items()},
-        "best_step": state.best_step,
-        "steps": state.step,
-        "train_seconds": round(state.seconds, 1),
-        "examples_seen": state.examples,
-        "updates": state.updates,
-        "skipped_steps": state.skipped_steps,
-        "params": params,
-        "processes": accelerator.num_processes,
-        "mixed_precision": setup.config.train.mixed_precision,
-    }
-    if accelerator.is_main_process:
-        if report:
-            ckpt.write_json(run_dir / "report.json", report)
-        ckpt.write_json(run_dir / "final_metrics.json", final)
-        plot_curves(read_records(run_dir / "metrics.jsonl"), run_dir / "curves.png")
-    return final
+    return tasks, report

@@ -120,6 +120,19 @@ def count_step(state: TrainState, record: dict[str, Any], draws: dict[str, Draw]
         state.updates[task] += 1
 
 
+def train_record(state: TrainState, picked: list[str], record: dict[str, Any]) -> dict[str, Any]:
+    """The ``metrics.jsonl`` line of a counted step: its tasks, losses and the run's totals."""
+    return {
+        "event": "train",
+        "step": state.step,
+        "tasks": picked,
+        **record,
+        "examples": dict(state.examples),
+        "updates": dict(state.updates),
+        "skipped_steps": state.skipped_steps,
+    }
+
+
 def divergence(state: TrainState, limit: int | None, record: dict[str, Any]) -> str | None:
     """Why training must stop after ``limit`` consecutive skipped steps, or None."""
     if limit is None or state.bad_streak < limit:

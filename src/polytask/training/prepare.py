@@ -1,0 +1,144 @@
+"""Everything before the loop's first step but the build: the accelerator, the built run
+prepared for it, the objects a checkpoint carries (:class:`~polytask.training.state.Resumable`),
+and the run directory (started fresh, or resumed with the counters of its last checkpoint).
+
+The order of these calls is part of a run's trajectory (seeds, random draws), so it is kept
+exactly: a resumed or a distributed run must take the same steps as a single fresh one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from polytask.config.run import RunConfig, dump_config
+from polytask.data.batching import TaskStream
+from polytask.distributed import (
+    check_engine,
+    make_accelerator,
+    set_engine_batch,
+    weights_sharded,
+)
+from polytask.errors import ConfigError
+from polytask.io import check_weights
+from polytask.samplers import build_sampler
+from polytask.training.end import BEST
+from polytask.training.runlog import truncate_after
+from polytask.training.setup import Setup, build_optimization
+from polytask.training.state import Resumable, TrainState, load_checkpoint
+
+
+@dataclass
+class Prepared:
+    """What the loop runs on besides its setup: prepared and, on resume, restored."""
+
+    model: Any  # the prepared model (DDP-wrapped when distributed); resumable.model: unwrapped
+    resumable: Resumable
+    state: TrainState
+    names: list[str]  # the tasks the sampler picks (held-out tasks are never trained)
+    pad_id: int
+    writes_checkpoints: bool  # False under FSDP/DeepSpeed: no resumable checkpoint/ (docs)
+
+
+def open_accelerator(mixed_precision: str, resume: bool) -> Accelerator:
+    """The run's accelerator (fp16 on a CPU fails here); refuses ``--resume`` where no
+    resumable checkpoint is written (FSDP/DeepSpeed)."""
+    accelerator = make_accelerator(mixed_precision)
+    if resume and weights_sharded(accelerator):
+        raise ConfigError(
+            f"--resume: not available under {accelerator.distributed_type.value} (polytask "
+            "writes resumable checkpoints on DDP and single processes only)"
+        )
+    return accelerator
+
+
+def prepare_training(
+    config: RunConfig,
+    setup: Setup,
+    accelerator: Accelerator,
+    run_dir: Path,
+    resume_from: Path | None,
+) -> Prepared:
+    """Prepare the built run for ``accelerator`` and start ``run_dir`` (or resume it)."""
+    tc = config.train
+    methods = f"aggregator '{config.aggregator.name}' / weighting '{config.weighting.name}'"
+    monitor_on = check_engine(
+        accelerator, setup.objective.needs_task_gradients, methods, tc.monitor_every is not None
+    )
+    if accelerator.process_index > 0:  # its own dropout masks; rank 0 keeps a 1-process run's
+        set_seed(config.seed, device_specific=True)
+    names = [n for n, s in setup.specs.items() if not s.held_out]
+    optimizer, scheduler = build_optimization(setup)
+    set_engine_batch(accelerator, tc.batch_size)
+    model, optimizer, scheduler = accelerator.prepare(setup.model, optimizer, scheduler)
+    setup.objective.to(accelerator.device)
+    setup.objective.attach(accelerator.unwrap_model(model), monitor=monitor_on)
+    sc = config.sampler
+    resumable = Resumable(
+        model=accelerator.unwrap_model(model),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=build_sampler(sc.name, _sizes(setup, names), config.seed, sc.kwargs),
+        streams=task_streams(config, setup, names, accelerator),
+        objective=setup.objective,
+    )
+    state = start_run_dir(run_dir, config, setup, resumable, resume_from, accelerator)
+    pad_id = int(setup.tokenizer.pad_token_id or 0)
+    writes_checkpoints = not weights_sharded(accelerator)  # FSDP/DeepSpeed: none (docs)
+    return Prepared(model, resumable, state, names, pad_id, writes_checkpoints)
+
+
+def _sizes(setup: Setup, names: list[str]) -> list[int]:
+    return [len(setup.data[n].splits["train"]) for n in names]
+
+
+def task_streams(
+    config: RunConfig, setup: Setup, names: list[str], accelerator: Accelerator
+) -> dict[str, TaskStream]:
+    """One seeded stream of training micro-batches per task: every rank draws its slice."""
+    tc = config.train
+    return {
+        n: TaskStream(
+            setup.data[n].splits["train"],
+            tc.batch_size,
+            tc.bucket_batches,
+            config.seed + i,
+            setup.specs[n],
+            rank=accelerator.process_index,
+            world=accelerator.num_processes,
+        )
+        for i, n in enumerate(names)
+    }
+
+
+def start_run_dir(
+    run_dir: Path,
+    config: RunConfig,
+    setup: Setup,
+    resumable: Resumable,
+    resume_from: Path | None,
+    accelerator: Accelerator,
+) -> TrainState:
+    """Restore ``resume_from`` (its log cut back to its step), or start ``run_dir`` afresh
+    with the resolved ``config.yaml``; returns the counters the loop starts from."""
+    names = list(resumable.streams)
+    main = bool(accelerator.is_main_process)
+    state = TrainState(examples=dict.fromkeys(names, 0), updates=dict.fromkeys(names, 0))
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, resumable, accelerator.process_index)
+        if state.best is not None:  # the end of the run reloads the best model: check it now
+            for weights in setup.model.saved_weight_files(run_dir / BEST):
+                check_weights(weights)
+        if main:
+            truncate_after(run_dir / "metrics.jsonl", state.step)
+    elif main:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(dump_config(config), "utf-8")
+    return state
