@@ -175,6 +175,33 @@ def base_config(encoder: Path, files: dict[str, dict[str, Path]], **train: Any) 
     }
 
 
+_TABLES: dict[tuple[str, ...], Any] = {}
+
+
+@pytest.fixture()
+def cached_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each split file is parsed once per worker, not once per run: a bundled demo split is
+    ~12k JSON lines that every run of the method matrix would read again, to train on 256
+    rows. The cache keys on the task's config, the split and the file's size and mtime, so
+    an edited file is read again; only the parse is shared (subsets, encoding and
+    tokenising still run in every run), and reading itself is tested in test_loading."""
+    from polytask.data import loading
+
+    read = loading.read_task_table
+
+    def cached(config: Any, split: str, path: tuple[Path, str, str]) -> Any:
+        stat = path[0].stat() if path[0].is_file() else None
+        if stat is None:
+            return read(config, split, path)
+        key = (config.model_dump_json(), split, *map(str, path), str(stat.st_size))
+        key += (str(stat.st_mtime_ns),)
+        if key not in _TABLES:
+            _TABLES[key] = read(config, split, path)
+        return _TABLES[key]
+
+    monkeypatch.setattr(loading, "read_task_table", cached)
+
+
 @pytest.fixture(scope="session")
 def served_model(tiny_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved hard-sharing model with every kind of served task (see tests/unit/serve_model.py)."""
@@ -231,6 +258,45 @@ def make_tiny_decoder(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_decoder(tmp_path_factory.mktemp("tiny-llama"))
+
+
+# `make test` runs `pytest -n 2`: two workers, each taking the next test when it is almost
+# idle. Two things keep both busy to the end. The slow files go first (a 5-minute test
+# started last is a 5-minute tail on one worker); and the files whose tests share one
+# expensive session fixture run on one worker (each worker would build its own otherwise:
+# test_bad_inputs starts every selected case, in each worker that runs any of them).
+SLOW_FIRST = (  # the slowest first; every other test keeps its place after these
+    "tests/integration/test_real_encoder.py",
+    "tests/integration/",
+    "tests/test_bad_inputs.py",
+    "tests/unit/test_resume.py",
+    "tests/unit/test_distributed.py",
+    "tests/unit/test_every_method_trains.py",
+)
+ONE_WORKER = ("tests/test_bad_inputs.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((i for i, p in enumerate(SLOW_FIRST) if path.startswith(p)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a file (and its fixtures' reuse) stays
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist load`` (the default of ``-n``), except that an ``ONE_WORKER`` file is one unit."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in ONE_WORKER else nodeid
+
+    return Scheduling(config, log)
 
 
 # Under CI a skip is a failure: a test that skips because a tool or the bundled data is
