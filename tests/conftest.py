@@ -122,8 +122,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-@pytest.fixture()
-def task_files(tmp_path: Path) -> dict[str, dict[str, Path]]:
+def write_task_files(tmp_path: Path) -> dict[str, dict[str, Path]]:
     """Three small synthetic tasks (classification, tagging, regression) as JSONL splits."""
     makers = {"sent": sentiment_rows, "tags": tagging_rows, "reg": regression_rows}
     sizes = {"train": 96, "validation": 32, "test": 32}
@@ -136,6 +135,12 @@ def task_files(tmp_path: Path) -> dict[str, dict[str, Path]]:
         }
         for task, make in makers.items()
     }
+
+
+@pytest.fixture()
+def task_files(tmp_path: Path) -> dict[str, dict[str, Path]]:
+    """Three small synthetic tasks (classification, tagging, regression) as JSONL splits."""
+    return write_task_files(tmp_path)
 
 
 def base_config(encoder: Path, files: dict[str, dict[str, Path]], **train: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from polytask.experiments.evaluate_run import evaluate_run
 from polytask.predict.predictor import Predictor
 from polytask.train import train
 from polytask.training.runlog import read_records
-from tests.conftest import base_config
+from tests.conftest import base_config, write_task_files
 
 
 def run(
@@ -24,8 +24,17 @@ def run(
     return out, train(config, out, show_progress=False)
 
 
-def test_run_directory_contents(tmp_path: Path, tiny_encoder: Path, task_files: Any) -> None:
-    out, final = run(tmp_path, tiny_encoder, task_files)
+@pytest.fixture(scope="module")
+def default_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path
+) -> tuple[Path, dict[str, Any]]:
+    """The default 12-step run, trained once: the tests that only read it share it."""
+    tmp = tmp_path_factory.mktemp("default-run")
+    return run(tmp, tiny_encoder, write_task_files(tmp))
+
+
+def test_run_directory_contents(default_run: tuple[Path, dict[str, Any]]) -> None:
+    out, final = default_run
     for name in (
         "config.yaml",
         "metrics.jsonl",
@@ -73,9 +82,9 @@ def test_parameter_accounting_matches_hand_count(
 
 
 def test_saved_model_reloads_and_predicts_identically(
-    tmp_path: Path, tiny_encoder: Path, task_files: Any
+    default_run: tuple[Path, dict[str, Any]],
 ) -> None:
-    out, final = run(tmp_path, tiny_encoder, task_files)
+    out, final = default_run
     again = evaluate_run(out, "test")
     for task in ("sent", "tags", "reg"):
         for metric, value in final["tasks"][task]["test"].items():
