@@ -214,6 +214,7 @@ def assert_encoder_untouched(out: Path, encoder: Path) -> None:
 
 
 @demo_ready
+@pytest.mark.usefixtures("cached_tables")  # the demo splits parsed once per worker
 @pytest.mark.parametrize("sampler", SAMPLERS.names())
 def test_trains_demo_with_every_sampler(tmp_path: Path, tiny_encoder: Path, sampler: str) -> None:
     """Two of the three tasks per step, picked by the configured sampler (replayed here)."""

@@ -36,6 +36,8 @@ from tests.unit.test_autograd import VOCAB, assert_matches, make_batch, run_engi
 from tests.unit.test_cli import assert_user_error, polytask, write_config
 from tests.unit.test_every_method_trains import STEPS, assert_trains, demo_run
 
+pytestmark = pytest.mark.usefixtures("cached_tables")  # the demo splits parsed once per worker
+
 ARCHS = ["task_embedding", "film"]
 HIDDEN, LAYERS, INTER = 32, 2, 64
 
