@@ -13,9 +13,13 @@ so the docs and the tests can point at them:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from polytask.config.run import RunConfig
+
+#: how a rule adds a recommendation: ``add(topic, advice, evidence)``
+Add = Callable[[str, str, str], None]
 
 SIMILAR_SIZES = 4.0
 LOSS_RATIO_HIGH = 10.0
@@ -68,17 +72,27 @@ def _fmt_pair(pair: dict[str, Any]) -> str:
 
 def recommend(config: RunConfig, result: dict[str, Any]) -> list[dict[str, str]]:
     """Recommendations with their evidence, from the measured ``result`` of a check."""
+    recs: list[dict[str, str]] = []
+
+    def add(topic: str, advice: str, evidence: str) -> None:
+        recs.append({"topic": topic, "advice": advice, "evidence": evidence})
+
+    _sharing_rule(config, result, add)
+    _sampling_rule(result, add)
+    _scale_rule(config, result, add)
+    _primary_rule(config, result, add)
+    return recs
+
+
+def _sharing_rule(config: RunConfig, result: dict[str, Any], add: Add) -> None:
+    """Interference → gradient surgery (and the culprit task); partial → softer sharing;
+    related → hard sharing, with a temperature sampler when sizes differ."""
     tasks: list[str] = result["tasks"]
     pairs = result["cosine"]["pairs"]
     sizes: dict[str, int] = result["datasets"]["sizes"]
     imbalance: float = result["datasets"]["imbalance"]
     bad = [p for p in pairs if p["label"] == "interference"]
     weak = [p for p in pairs if p["label"] == "neutral"]
-    recs: list[dict[str, str]] = []
-
-    def add(topic: str, advice: str, evidence: str) -> None:
-        recs.append({"topic": topic, "advice": advice, "evidence": evidence})
-
     if bad:
         worst = sorted(bad, key=lambda p: p["mean"])
         counts = {t: sum(t in (p["a"], p["b"]) for p in bad) for t in tasks}
@@ -121,16 +135,25 @@ def recommend(config: RunConfig, result: dict[str, Any]) -> list[dict[str, str]]
             "hard sharing (related tasks) with a temperature sampler (alpha 0.5-0.75)",
             f"every pair's gradient cosine > +0.1; sizes differ {imbalance:.1f}x",
         )
-    _sampling_rule(result, add)
+
+
+def _scale_rule(config: RunConfig, result: dict[str, Any], add: Add) -> None:
+    """Raw loss scales far apart, and a weighting that ignores them → one that adapts."""
     ratio = result["loss_scale"]["ratio"]
     if ratio >= LOSS_RATIO_SOME and not adapts_to_scale(config.weighting.name):
-        every_step = config.tasks_per_step >= len(tasks)
+        every_step = config.tasks_per_step >= len(result["tasks"])
         add(
             "weighting",
             "weighting: " + " or ".join(scale_weightings(every_step)),
             f"raw losses at initialisation differ {ratio:.1f}x: "
             + ", ".join(f"{t} {v['loss']:.3g}" for t, v in result["loss_scale"]["tasks"].items()),
         )
+
+
+def _primary_rule(config: RunConfig, result: dict[str, Any], add: Add) -> None:
+    """A small primary task beside data-rich ones → train those as auxiliary tasks."""
+    tasks: list[str] = result["tasks"]
+    sizes: dict[str, int] = result["datasets"]["sizes"]
     primary = config.primary
     largest = max(sizes.values())
     others = [t for t in tasks if t != primary]
@@ -142,10 +165,9 @@ def recommend(config: RunConfig, result: dict[str, Any]) -> list[dict[str, str]]
             f"'{primary}' has {sizes[primary]:,} training examples, "
             f"{sizes[primary] / largest:.0%} of the largest ({largest:,})",
         )
-    return recs
 
 
-def _sampling_rule(result: dict[str, Any], add: Any) -> None:
+def _sampling_rule(result: dict[str, Any], add: Add) -> None:
     sampling = result["sampling"]
     configured = sampling["plans"][sampling["configured"]]
     if not configured["starved"]:
