@@ -15,8 +15,8 @@ import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from polytask.config.run import TaskConfig
-from polytask.data.read import Table, TaskData, read_table, split_paths
+from polytask.data.read import Table, read_table, split_paths
+from polytask.data.source import TaskData, TaskSource
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.base import Where
@@ -26,13 +26,13 @@ SPLITS = ("train", "validation", "test")
 
 
 def load_instruction_data(
-    config: TaskConfig,
+    config: TaskSource,
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     seed: int,
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
-    tasks: Mapping[str, TaskConfig] | None = None,
+    tasks: Mapping[str, TaskSource] | None = None,
 ) -> TaskData:
     """Read, turn into (prompt, answer) pairs and tokenize an ``instruction`` task's splits.
 
@@ -75,7 +75,7 @@ def load_instruction_data(
 
 
 def _examples(
-    config: TaskConfig, spec: TaskSpec, ds: datasets.Dataset, encode: ExampleEncoder, where: Where
+    config: TaskSource, spec: TaskSpec, ds: datasets.Dataset, encode: ExampleEncoder, where: Where
 ) -> datasets.Dataset:
     """One split's tokenized examples: prompt + answer ids, their targets, where the answer
     starts, the reference answer and the length (each answer checked by the task type)."""
@@ -103,7 +103,7 @@ def _examples(
 _ROW = "__row"  # each row's index in its file, kept through subsets for error messages
 
 
-def _checked(config: TaskConfig, table: Table) -> dict[str, list[Any]]:
+def _checked(config: TaskSource, table: Table) -> dict[str, list[Any]]:
     """The text and label columns checked for type by the task type (nothing converted but
     what its ``read_labels`` converts: a missing label is ``None``, a tag string is split)."""
     ttype, cols = task_type(config.type), config.columns
@@ -113,7 +113,7 @@ def _checked(config: TaskConfig, table: Table) -> dict[str, list[Any]]:
     return {cols.text: texts, cols.label: labels, _ROW: list(range(len(texts)))}
 
 
-def _cap_none(ds: datasets.Dataset, config: TaskConfig, seed: int) -> datasets.Dataset:
+def _cap_none(ds: datasets.Dataset, config: TaskSource, seed: int) -> datasets.Dataset:
     """The rows left when texts answering ``none`` may be at most ``max_none_share`` of them
     (a seeded sample of those rows is kept; every row with an entity stays)."""
     ins, cols = config.instruction, config.columns

@@ -18,9 +18,9 @@ from transformers import PreTrainedTokenizerBase
 
 from polytask import __version__
 from polytask.cache import cache_dir
-from polytask.config.run import TaskConfig
 from polytask.data.instructions import load_instruction_data
-from polytask.data.read import Loader, Table, TaskData, read_table, split_paths
+from polytask.data.read import Table, read_table, split_paths
+from polytask.data.source import Loader, TaskData, TaskSource, fields
 from polytask.data.texts import load_text_data
 from polytask.errors import DataError, PolytaskError
 from polytask.tasks import TaskSpec, task_type
@@ -46,7 +46,7 @@ def _tokenizer_id(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def read_task(
-    config: TaskConfig,
+    config: TaskSource,
     seed: int,
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
@@ -90,13 +90,13 @@ def read_task(
 
 
 def load_task_data(
-    config: TaskConfig,
+    config: TaskSource,
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     seed: int,
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
-    tasks: Mapping[str, TaskConfig] | None = None,
+    tasks: Mapping[str, TaskSource] | None = None,
 ) -> TaskData:
     """Load, validate, encode and tokenise the splits of one task.
 
@@ -115,13 +115,13 @@ def load_task_data(
 
 
 def load_table_data(
-    config: TaskConfig,
+    config: TaskSource,
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     seed: int,
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
-    tasks: Mapping[str, TaskConfig] | None = None,
+    tasks: Mapping[str, TaskSource] | None = None,
 ) -> TaskData:
     """The ``"table"`` loader: :func:`read_task`, then each split tokenized by the task
     type's :meth:`~polytask.tasks.TaskType.encode_inputs` and ``target_columns`` (cached)."""
@@ -136,11 +136,11 @@ def load_table_data(
             _content_id(paths[split]),
             split,
             seed,
-            config.data.model_dump(),
+            fields(config.data),
             tok_id,
             max_length,
             spec.to_dict(),
-            cols.model_dump(),
+            fields(cols),
         )
         cache = cache_dir() / "tokenized"
         cache.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def load_table_data(
     return TaskData(spec=spec, splits=splits)
 
 
-def read_task_table(config: TaskConfig, split: str, path: tuple[Path, str, str]) -> Table:
+def read_task_table(config: TaskSource, split: str, path: tuple[Path, str, str]) -> Table:
     """One split of a classification, tagging or regression task: its text, text pair and
     label columns, every cell checked for type by the task type (nothing converted)."""
     ttype, cols = task_type(config.type), config.columns
@@ -174,7 +174,7 @@ def read_task_table(config: TaskConfig, split: str, path: tuple[Path, str, str])
 
 
 def encode_split(
-    config: TaskConfig, ttype: TaskType, spec: TaskSpec, split: str, table: Table
+    config: TaskSource, ttype: TaskType, spec: TaskSpec, split: str, table: Table
 ) -> datasets.Dataset:
     """The split's texts and encoded labels (``target``) as a ``datasets.Dataset``, the
     labels checked against the texts by the task type (tagging: one tag per word)."""

@@ -10,22 +10,19 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import datasets
 
 from polytask.cache import cache_dir
-from polytask.config.run import TaskConfig
 from polytask.data import bundled
+from polytask.data.source import TaskData, TaskSource
 from polytask.errors import DataError
-from polytask.tasks import TaskSpec
 from polytask.tasks.base import Where
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+__all__ = ["Table", "TaskData", "read_split", "read_table", "split_paths"]
 
 datasets.disable_progress_bars()
 # polytask reports data problems itself, in one line; datasets' own error logs would duplicate them
@@ -42,29 +39,6 @@ _FORMATS = {
     ".txt": "conll",
     ".bio": "conll",
 }
-
-
-@dataclass
-class TaskData:
-    """A task's spec and its tokenised splits (``train``, ``validation`` and maybe ``test``)."""
-
-    spec: TaskSpec
-    splits: dict[str, datasets.Dataset]
-
-
-class Loader(Protocol):
-    """What every loader takes (``data.loading.LOADERS``, named by a type's ``reader``)."""
-
-    def __call__(
-        self,
-        config: TaskConfig,
-        tokenizer: PreTrainedTokenizerBase,
-        max_length: int,
-        seed: int,
-        spec: TaskSpec | None = None,
-        only: tuple[str, ...] | None = None,
-        tasks: Mapping[str, TaskConfig] | None = None,
-    ) -> TaskData: ...
 
 
 def _format_of(path: Path, declared: str) -> str:
@@ -261,7 +235,7 @@ def read_split(
         raise DataError(f"{path}: cannot read as {fmt}: {message}") from None
 
 
-def split_paths(config: TaskConfig) -> dict[str, tuple[Path, str, str]]:
+def split_paths(config: TaskSource) -> dict[str, tuple[Path, str, str]]:
     data = config.data
     if data.bundled is not None:
         files = bundled.split_files(data.bundled)

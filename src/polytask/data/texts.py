@@ -16,8 +16,8 @@ from typing import Any
 import datasets
 from transformers import PreTrainedTokenizerBase
 
-from polytask.config.run import TaskConfig
-from polytask.data.read import TaskData, read_table, split_paths
+from polytask.data.read import read_table, split_paths
+from polytask.data.source import TaskData, TaskSource
 from polytask.errors import DataError
 from polytask.tasks import TaskSpec, task_type
 from polytask.tasks.base import Where, describe
@@ -42,7 +42,7 @@ def _as_text(value: Any, row: int, where: Where) -> str | None:
     return value if value is not None and value.strip() else None
 
 
-def _texts(config: TaskConfig, split: str, seed: int) -> list[str] | None:
+def _texts(config: TaskSource, split: str, seed: int) -> list[str] | None:
     """The texts of one split of ``config``'s own data (None: it has no such split)."""
     paths = split_paths(config) if (config.data.bundled or config.data.train) else {}
     if split not in paths:
@@ -59,19 +59,17 @@ def _texts(config: TaskConfig, split: str, seed: int) -> list[str] | None:
 
 
 def load_text_data(
-    config: TaskConfig,
+    config: TaskSource,
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     seed: int,
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
-    tasks: Mapping[str, TaskConfig] | None = None,
+    tasks: Mapping[str, TaskSource] | None = None,
 ) -> TaskData:
     """Read, join and tokenise an ``lm`` task's texts per split (train and validation needed)."""
     ttype = task_type(config.type)
-    sources = [
-        config.model_copy(update={"data": config.data.model_copy(update={"from_tasks": None})})
-    ]
+    sources: list[TaskSource] = [config]  # its own files (if any), then from_tasks'
     for name in config.data.from_tasks or []:
         if tasks is None or name not in tasks:
             raise DataError(f"task '{config.name}': data.from_tasks names unknown task '{name}'")
