@@ -3,6 +3,7 @@ the pretrained encoder, a few steps lower every task's validation loss, the run 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def real_run(tmp_path: Path, name: str, *overrides: str) -> dict[str, Any]:
             "tasks.ner.max_length=32",
         ],
     )
-    torch.set_num_threads(2)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # under -n 2 each worker keeps one thread
+        torch.set_num_threads(2)
     built: list[Any] = []
 
     def keep(cfg: Any) -> Any:
