@@ -116,7 +116,7 @@ def weights_sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
-def set_engine_batch(accelerator: Accelerator, batch_size: int) -> None:
+def set_deepspeed_batch(accelerator: Accelerator, batch_size: int) -> None:
     """DeepSpeed sizes its batch from a prepared dataloader, which polytask does not use:
     give it each rank's share of the global batch (``train.batch_size`` per task)."""
     from accelerate.utils import DistributedType
@@ -128,22 +128,22 @@ def set_engine_batch(accelerator: Accelerator, batch_size: int) -> None:
         config["train_micro_batch_size_per_gpu"] = max(1, batch_size // accelerator.num_processes)
 
 
-def check_engine(
+def check_sharded_weights(
     accelerator: Accelerator, needs_task_gradients: bool, methods: str, monitor: bool
 ) -> bool:
-    """Refuse per-task gradient methods where the engine cannot run (FSDP and DeepSpeed own
+    """Refuse per-task gradient methods when FSDP or DeepSpeed hold the weights (they own
     or shard the parameters' gradients); returns whether gradient monitoring stays on."""
     if not weights_sharded(accelerator):
         return monitor
-    engine = accelerator.distributed_type.value
+    backend = accelerator.distributed_type.value
     if needs_task_gradients:
         raise ConfigError(
-            f"{methods} need per-task gradients, which run on DDP or one process, not {engine}: "
+            f"{methods} need per-task gradients, which run on DDP or one process, not {backend}: "
             "use a DDP launch config (configs/accelerate/) or a loss-space method"
         )
     if monitor:
         warnings.warn(
-            f"polytask: train.monitor_every is ignored under {engine} (gradient cosines need "
+            f"polytask: train.monitor_every is ignored under {backend} (gradient cosines need "
             "per-task gradients of whole parameters)",
             RuntimeWarning,
             stacklevel=2,

@@ -27,8 +27,10 @@ def test_validation_loss_drops_for_every_task(tmp_path: Path) -> None:
     config = load_config(
         None,
         [
-            "train.max_steps=40",
-            "train.eval_every=20",
+            # 24 steps, one evaluation: every loss drops by 13 % or more (NER by 92 %) and
+            # sentiment beats its majority class (0.56 vs 0.45); 40 steps took 206 s of the suite
+            "train.max_steps=24",
+            "train.eval_every=24",
             "train.batch_size=16",
             "train.patience=null",
             "encoder.max_length=48",

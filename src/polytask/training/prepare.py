@@ -19,9 +19,9 @@ from accelerate.utils import set_seed
 from polytask.config.run import RunConfig, dump_config
 from polytask.data.batching import TaskStream
 from polytask.distributed import (
-    check_engine,
+    check_sharded_weights,
     make_accelerator,
-    set_engine_batch,
+    set_deepspeed_batch,
     weights_sharded,
 )
 from polytask.errors import ConfigError
@@ -67,14 +67,14 @@ def prepare_training(
     """Prepare the built run for ``accelerator`` and start ``run_dir`` (or resume it)."""
     tc = config.train
     methods = f"aggregator '{config.aggregator.name}' / weighting '{config.weighting.name}'"
-    monitor_on = check_engine(
+    monitor_on = check_sharded_weights(
         accelerator, setup.objective.needs_task_gradients, methods, tc.monitor_every is not None
     )
     if accelerator.process_index > 0:  # its own dropout masks; rank 0 keeps a 1-process run's
         set_seed(config.seed, device_specific=True)
     names = [n for n, s in setup.specs.items() if not s.held_out]
     optimizer, scheduler = build_optimization(setup)
-    set_engine_batch(accelerator, tc.batch_size)
+    set_deepspeed_batch(accelerator, tc.batch_size)
     model, optimizer, scheduler = accelerator.prepare(setup.model, optimizer, scheduler)
     setup.objective.to(accelerator.device)
     setup.objective.attach(accelerator.unwrap_model(model), monitor=monitor_on)
