@@ -41,6 +41,20 @@ def test_nested_unknown_key_names_its_location(tmp_path: Path) -> None:
         load_config(write(tmp_path, data))
 
 
+def test_every_error_is_listed_with_its_key(tmp_path: Path) -> None:
+    # a missing section used to hide the misspelt key behind "(and 1 more)"
+    path = write(tmp_path, {"train": {"max_stepz": 3, "lr": "fast"}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "\n" not in message and "more)" not in message
+    for part in (
+        "tasks: Field required",
+        "train: unknown key 'max_stepz' (did you mean 'max_steps'?)",
+    ):
+        assert part in message, message
+
+
 def test_wrong_type_names_key(tmp_path: Path) -> None:
     data = {**MINIMAL, "train": {"max_steps": "many"}}
     with pytest.raises(ConfigError, match=r"train\.max_steps"):

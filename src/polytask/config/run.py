@@ -188,12 +188,13 @@ class RunConfig(StrictModel):
 
 
 def _format_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
-    where = f"{source}: {loc}: " if loc else f"{source}: "
-    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{where}{msg}{extra}"
+    """Every error of the config on one line, each with its key: ``FILE: a.b: msg; c: msg``."""
+    parts = []
+    for error in err.errors():
+        loc = ".".join(str(p) for p in error["loc"])
+        msg = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
