@@ -46,7 +46,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -96,7 +96,9 @@ class _Step:
     method: str
     segments: list[Segment]
     capture: SegmentCapture | None = None
-    z: Tensor | None = None
+    # the representation: the last encoder output of each length chunk's rows (a second
+    # call on the same rows, e.g. one forward per task, replaces it: the check then fails)
+    z: dict[int | None, Tensor] = field(default_factory=dict)
 
 
 class PerTaskGradients:
@@ -172,13 +174,17 @@ class PerTaskGradients:
         if method == "segments" or (method == "per-task" and not self.fallback):
             batch = max(s.stop for s in segments)
             step.capture = SegmentCapture(self._modules, self._by_id, batch)
+            step.capture.window = lambda: getattr(self.model, "chunk_rows", None)
             with step.capture:
                 yield
         elif method == "representation":
             assert self._representation is not None
 
             def keep(module: nn.Module, args: Any, out: Any) -> None:
-                step.z = out if isinstance(out, Tensor) else out[0]
+                rows = getattr(self.model, "chunk_rows", None)
+                step.z[None if rows is None else id(rows)] = (
+                    out if isinstance(out, Tensor) else out[0]
+                )
 
             handle = self._representation.register_forward_hook(keep)
             try:
@@ -223,11 +229,9 @@ class PerTaskGradients:
             return unshared_step(tasks, weighted, heads, keep_task_grads)
         method = self._check(step, weighted)
         if method == "representation":
-            assert step.z is not None
-            shared = [p for _, p in self.shared]
-            return representation_step(
-                step.z, shared, tasks, weighted, heads, combine, keep_task_grads, unscale
-            )
+            zs, shared = list(step.z.values()), [p for _, p in self.shared]
+            args = (tasks, weighted, heads, combine, keep_task_grads, unscale)
+            return representation_step(zs, shared, *args)
         if method == "segments":
             assert step.capture is not None
             rows = task_rows(step.segments, tasks, weighted[0].device)
@@ -257,9 +261,9 @@ class PerTaskGradients:
         if step.capture is not None:
             reason = step.capture.check(roots)
         elif step.method == "representation":
-            if step.z is None or not step.z.requires_grad:
+            if not step.z or not all(z.requires_grad for z in step.z.values()):
                 raise RuntimeError("the representation module produced no differentiable output")
-            counts, _ = use_counts(roots, stop=get_gradient_edge(step.z))
+            counts, _ = use_counts(roots, stop=[get_gradient_edge(z) for z in step.z.values()])
             if any(k in self._by_id for k in counts):
                 reason = "the losses reach shared parameters other than through the representation"
         if world_size() > 1:  # every rank must take the same path (collectives below)

@@ -36,15 +36,16 @@ def unsupported_modules(model: nn.Module, shared: dict[int, nn.Parameter]) -> li
 
 
 def use_counts(
-    roots: Sequence[Node], stop: GradientEdge | None = None
+    roots: Sequence[Node], stop: Sequence[GradientEdge] = ()
 ) -> tuple[Counter[int], set[Node]]:
     """Walk the graph from ``roots``: edges into each leaf's accumulator (by ``id``), nodes seen.
 
     Each use of a parameter in an op adds one edge, so comparing these counts with the
     hooked calls proves that no shared parameter is used outside a hooked module (e.g. an
-    ``nn.Embedding`` weight read directly, as DeBERTa does for relative positions). The edge
-    ``stop`` is not followed.
+    ``nn.Embedding`` weight read directly, as DeBERTa does for relative positions). The edges
+    ``stop`` are not followed.
     """
+    stops = {(edge.node, edge.output_nr) for edge in stop}
     counts: Counter[int] = Counter()
     seen: set[Node] = set()
     stack = list(roots)
@@ -54,7 +55,7 @@ def use_counts(
             continue
         seen.add(node)
         for child, nr in node.next_functions:
-            if child is None or (stop is not None and child is stop.node and nr == stop.output_nr):
+            if child is None or (child, nr) in stops:
                 continue
             variable = getattr(child, "variable", None)
             if variable is not None:
@@ -77,3 +78,26 @@ def task_rows(segments: Sequence[Any], tasks: list[str], device: torch.device) -
         else torch.cat([torch.arange(a, b, device=device) for a, b in spans[t]])
         for t in tasks
     ]
+
+
+def rows_within(selectors: Sequence[Selector], rows: Tensor, batch: int) -> list[Selector]:
+    """Each selector's rows among ``rows`` (indices into a batch of ``batch`` rows), as
+    positions in ``rows``: the tasks' rows of one length chunk of the batch.
+
+    >>> rows_within([slice(0, 4), slice(4, 8)], torch.tensor([2, 3, 4]), 8)
+    [slice(0, 2, None), slice(2, 3, None)]
+    """
+    if all(isinstance(s, slice) and s == slice(None) for s in selectors):
+        return list(selectors)  # single-input: every task reads every row
+    local: list[Selector] = []
+    for sel in selectors:
+        member = torch.zeros(batch, dtype=torch.bool, device=rows.device)
+        member[sel] = True
+        at = member[rows].nonzero().flatten()
+        if at.numel() == 0:
+            local.append(slice(0, 0))
+        elif int(at[-1]) - int(at[0]) + 1 == at.numel():
+            local.append(slice(int(at[0]), int(at[-1]) + 1))
+        else:
+            local.append(at)
+    return local

@@ -8,8 +8,9 @@ loss the gradient ``δ`` reaching a layer's output rows of task ``t`` is then ex
 product ``δ[rows_t]ᵀ x[rows_t]`` — the matmul autograd would do, split by task. See
 ``docs/per-task-gradients.md``.
 
-Forward hooks record each shared ``nn.Linear`` / ``nn.LayerNorm`` / ``nn.Embedding`` input and
-put a tensor hook on its output. The backward is ``torch.autograd.grad`` with ``inputs`` = the
+Forward hooks record each shared ``nn.Linear`` / ``nn.LayerNorm`` / ``nn.Embedding`` input (and
+which rows it computed: a forward in length chunks calls each layer once per chunk) and put a
+tensor hook on its output. The backward is ``torch.autograd.grad`` with ``inputs`` = the
 heads' parameters and the outputs of the layers fed by token ids: the shared parameters are
 not among the inputs, so autograd's engine prunes their weight-gradient kernels and the
 tensor hooks compute the per-task pieces instead — the same FLOPs as one ordinary step.
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.graph import GradientEdge, Node, get_gradient_edge
 
-from polytask.autograd.graph import Selector, use_counts
+from polytask.autograd.graph import Selector, rows_within, use_counts
 from polytask.autograd.pieces import Piece, add_piece, same_layout
 
 
@@ -38,6 +39,7 @@ class _Call:
     module: nn.Module
     x: Tensor | None  # the module's input, detached; None once its pieces are computed
     node: Node | None  # grad_fn of the hooked output (reachability)
+    rows: Tensor | None = None  # the batch rows this call computed (None: every row)
     fired: int = -1  # single-input mode: the last task whose pass reached this call
 
 
@@ -49,6 +51,9 @@ class SegmentCapture:
 
     def __init__(self, modules: list[nn.Module], shared: dict[int, nn.Parameter], batch: int):
         self.modules, self.shared, self.batch = modules, shared, batch
+        # in a chunked forward: the batch rows the running call computes (None: every row)
+        self.window: Callable[[], Tensor | None] = lambda: None
+        self._local: dict[int, list[Selector]] = {}  # id(call rows): the tasks' rows in them
         self.calls: list[_Call] = []
         self.leaves: list[GradientEdge] = []  # outputs of calls whose input needs no gradient
         self.problems: list[str] = []
@@ -65,9 +70,8 @@ class SegmentCapture:
         self._handles: list[Any] = []
 
     def __enter__(self) -> SegmentCapture:
-        self._handles = [
-            m.register_forward_hook(self._forward, with_kwargs=True) for m in self.modules
-        ]
+        hook = self._forward
+        self._handles = [m.register_forward_hook(hook, with_kwargs=True) for m in self.modules]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -85,16 +89,18 @@ class SegmentCapture:
             self.problems.append(f"{type(module).__name__}: called in an unexpected way")
             return None
         changed = None
-        if out.shape[0] != self.batch and out.shape[0] == 1 == x.shape[0]:
+        rows = self.window()
+        n = self.batch if rows is None else len(rows)
+        if out.shape[0] != n and out.shape[0] == 1 == x.shape[0]:
             # broadcast over the batch (BERT's position embeddings): expand, so that the
             # hook sees each row's gradient before autograd sums them
-            out = changed = out.expand(self.batch, *out.shape[1:])
-            x = x.expand(self.batch, *x.shape[1:])
-        if out.shape[0] != self.batch or x.shape[0] != self.batch:
-            self.problems.append(f"{type(module).__name__}: rows {out.shape[0]} != {self.batch}")
+            out = changed = out.expand(n, *out.shape[1:])
+            x = x.expand(n, *x.shape[1:])
+        if out.shape[0] != n or x.shape[0] != n:
+            self.problems.append(f"{type(module).__name__}: rows {out.shape[0]} != {n}")
             return None
         out.register_hook(partial(self._backward, len(self.calls)))
-        self.calls.append(_Call(module, x.detach(), out.grad_fn))
+        self.calls.append(_Call(module, x.detach(), out.grad_fn, rows))
         if not (x.is_floating_point() and x.requires_grad):
             self.leaves.append(get_gradient_edge(out))
         return changed
@@ -179,11 +185,16 @@ class SegmentCapture:
         return self._release(), head_grads
 
     def _release(self) -> dict[int, Piece]:
-        """The pieces; the graph's tensor hooks keep `self` alive until the graph goes, so
-        the big state is dropped here."""
+        """The pieces; the graph's hooks keep `self` alive until it goes: drop the rest."""
         pieces, self.pieces = self.pieces, {}
-        self.calls, self.leaves, self.seen = [], [], set()
+        self.calls, self.leaves, self.seen, self._local = [], [], set(), {}
         return pieces
+
+    def _selectors(self, rows: Tensor | None) -> list[Selector]:
+        """Each task's rows among a call's ``rows`` (positions in that call's input)."""
+        if rows is not None and id(rows) not in self._local:
+            self._local[id(rows)] = rows_within(self.selectors, rows, self.batch)
+        return self.selectors if rows is None else self._local[id(rows)]
 
     def _backward(self, index: int, grad: Tensor) -> None:
         call = self.calls[index]
@@ -194,8 +205,9 @@ class SegmentCapture:
             call.x = None
         else:
             call.fired = self.task
+        selectors = self._selectors(call.rows)
         if isinstance(call.module, nn.Embedding):
-            self._embedding(call.module, x, grad)
+            self._embedding(call.module, x, grad, selectors)
         elif isinstance(call.module, nn.LayerNorm):
             ns = tuple(call.module.normalized_shape)
             xhat = F.layer_norm(x, ns, None, None, call.module.eps)
@@ -203,14 +215,14 @@ class SegmentCapture:
             def norm_weight(d: Tensor, rows: Selector, out: Tensor) -> None:
                 torch.sum(d * xhat[rows].reshape(d.shape).to(d), 0, out=out)
 
-            self._split(call.module, norm_weight, grad, ns)
+            self._split(call.module, norm_weight, grad, ns, selectors)
         elif isinstance(call.module, nn.Linear):
             width = x.shape[-1]
 
             def linear_weight(d: Tensor, rows: Selector, out: Tensor) -> None:
                 torch.mm(d.T, x[rows].reshape(-1, width).to(d), out=out)
 
-            self._split(call.module, linear_weight, grad, grad.shape[-1:])
+            self._split(call.module, linear_weight, grad, grad.shape[-1:], selectors)
 
     def _split(
         self,
@@ -218,13 +230,14 @@ class SegmentCapture:
         weight_into: Callable[[Tensor, Selector, Tensor], None],
         grad: Tensor,
         tail: Sequence[int],
+        selectors: list[Selector],
     ) -> None:
         """Per-task weight (``weight_into(δ_t, rows_t, out)``) and bias ``Σ δ_t`` of a layer."""
         w, b = module.weight, module.bias
-        W = self._slots(w) if w is not None and id(w) in self.shared else None
-        B = self._slots(b) if b is not None and id(b) in self.shared else None
+        W = self._slots(w, len(selectors)) if w is not None and id(w) in self.shared else None
+        B = self._slots(b, len(selectors)) if b is not None and id(b) in self.shared else None
         grad = grad.to(w.dtype if w is not None else grad.dtype)
-        for t, rows in enumerate(self.selectors):
+        for t, rows in enumerate(selectors):
             d = grad[rows].reshape(-1, *tail)
             if W is not None:
                 weight_into(d, rows, W[0][t])
@@ -234,11 +247,11 @@ class SegmentCapture:
             if param is not None and slots is not None and not slots[1]:
                 self._commit(id(param), Piece(slots[0]))
 
-    def _slots(self, p: Tensor) -> tuple[Tensor, bool]:
+    def _slots(self, p: Tensor, n: int) -> tuple[Tensor, bool]:
         """Where a layer writes its per-selector gradients of ``p``, and whether that is
         already the final buffer (single-input: this task's slot, on its first write)."""
         if self.task is None:
-            return p.new_empty(len(self.selectors), *p.shape), False
+            return p.new_empty(n, *p.shape), False
         piece = self.pieces.get(id(p))
         if piece is None:  # slots of tasks that never write are zeroed at the end
             piece = self.pieces[id(p)] = Piece(p.new_empty(self.n_tasks, *p.shape))
@@ -269,15 +282,17 @@ class SegmentCapture:
         add_piece(self.pieces, key, Piece(values, piece.rows))
         filled.update(range(self.n_tasks))  # every slot of a merged piece is defined
 
-    def _embedding(self, module: nn.Embedding, ids: Tensor, grad: Tensor) -> None:
+    def _embedding(
+        self, module: nn.Embedding, ids: Tensor, grad: Tensor, selectors: list[Selector]
+    ) -> None:
         """Per-task index-add of the output gradient into the rows each task's tokens used."""
         w = module.weight
         if id(w) not in self.shared:
             return
         rows, inverse = torch.unique(ids, return_inverse=True)
         width = grad.shape[-1]
-        values = w.new_zeros(len(self.selectors), len(rows), width)
-        for t, sel in enumerate(self.selectors):
+        values = w.new_zeros(len(selectors), len(rows), width)
+        for t, sel in enumerate(selectors):
             values[t].index_add_(0, inverse[sel].reshape(-1), grad[sel].reshape(-1, width).to(w))
         if module.padding_idx is not None:  # autograd leaves the padding row's gradient at 0
             values[:, rows == module.padding_idx] = 0

@@ -16,7 +16,7 @@ from polytask.autograd.stats import Combine, GradStats, coefficients, grad_stats
 
 
 def representation_step(
-    z: Tensor,
+    zs: list[Tensor],
     shared: list[nn.Parameter],
     tasks: list[str],
     weighted: list[Tensor],
@@ -27,28 +27,36 @@ def representation_step(
 ) -> GradStats:
     """Gramian of ``∂(w_t L_t)/∂z``, then one backward of ``Σ_t c_t ∂(w_t L_t)/∂z``.
 
-    ``∂L/∂z`` is held in float32 at least (``z`` is bfloat16 under autocast), so the
-    coefficients are never rounded to ``z``'s precision before the combination."""
-    dz: list[Tensor] = []
+    ``zs``: the representation of every encoder call of the forward (one per length chunk);
+    their per-task gradients together are ``∂L/∂z``. ``∂L/∂z`` is held in float32 at least
+    (``z`` is bfloat16 under autocast), so the coefficients are never rounded to ``z``'s
+    precision before the combination."""
+    dz: list[list[Tensor]] = []  # per task, per call
     head_grads: list[list[Tensor | None]] = []
     for loss, ps in zip(weighted, heads, strict=True):
-        g = torch.autograd.grad(loss, [z, *ps], retain_graph=True, allow_unused=True)
-        dz.append(torch.zeros_like(z) if g[0] is None else g[0])
-        head_grads.append(list(g[1:]))
-    Z = torch.stack(dz).to(torch.promote_types(z.dtype, torch.float32))
-    gramian = gramian_of([Z.reshape(len(tasks), -1)], len(tasks))
+        g = torch.autograd.grad(loss, [*zs, *ps], retain_graph=True, allow_unused=True)
+        dz.append([torch.zeros_like(z) if d is None else d for z, d in zip(zs, g, strict=False)])
+        head_grads.append(list(g[len(zs) :]))
+    dtype = torch.promote_types(zs[0].dtype, torch.float32)
+    Zs = [torch.stack([d[i] for d in dz]).to(dtype) for i in range(len(zs))]  # [T, *z_i]
+    gramian = gramian_of([Z.reshape(len(tasks), -1) for Z in Zs], len(tasks))
     world = world_size()
     if world > 1:  # rows differ per rank: the global Gramian is the sum over ranks / W²
-        gramian = gramian.to(Z.device)  # NCCL reduces device tensors only
+        gramian = gramian.to(Zs[0].device)  # NCCL reduces device tensors only
         torch.distributed.all_reduce(gramian)
         gramian = gramian.cpu() / (world * world)
     c = coefficients(combine, gramian * unscale)
-    cotangent = torch.tensordot(c.to(Z), Z, dims=1).to(z.dtype)
+    cotangents = [
+        torch.tensordot(c.to(Z), Z, dims=1).to(z.dtype) for Z, z in zip(Zs, zs, strict=True)
+    ]
     grads: list[Tensor | None] = list(
-        torch.autograd.grad(z, shared, grad_outputs=cotangent, allow_unused=True)
+        torch.autograd.grad(zs, shared, grad_outputs=cotangents, allow_unused=True)
     )
     write_grads([shared, *heads], [grads, *head_grads])
-    kept = {"representation": Z} if keep else None
+    kept = None
+    if keep:
+        flat = Zs[0] if len(Zs) == 1 else torch.cat([Z.reshape(len(tasks), -1) for Z in Zs], 1)
+        kept = {"representation": flat}
     return grad_stats(tasks, gramian * unscale, c, "representation", kept)
 
 

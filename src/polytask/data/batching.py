@@ -17,8 +17,18 @@ import datasets
 import torch
 
 from polytask.distributed import shard
-from polytask.segments import Segment
+from polytask.segments import Segment, length_chunks
 from polytask.tasks import TaskSpec, task_type
+
+__all__ = [
+    "Batch",
+    "Draw",
+    "TaskStream",
+    "bucketed_batches",
+    "collate",
+    "eval_batches",
+    "length_chunks",
+]
 
 
 @dataclass
@@ -66,6 +76,8 @@ class Draw:
     rows: dict[str, list[Any]]
     global_rows: int  # rows of the global batch (every rank's slices together)
     counted: bool  # False: a stand-in row of a rank the batch was too short to reach
+    indices: list[int] = field(default_factory=list)  # the global batch's example indices
+    epoch: int = 0
 
 
 class TaskStream:
@@ -117,11 +129,16 @@ class TaskStream:
         from ``(epoch, cursor)`` replays them and a slice gets the masks the whole batch
         would)."""
         indices = self.next_indices()
+        return self.draw(indices, self.epoch)
+
+    def draw(self, indices: list[int], epoch: int) -> Draw:
+        """The examples ``indices`` of this task (this rank's slice), drawn in ``epoch``: a
+        task reading another task's rows (``tasks.N.inputs``) takes that task's draw."""
         mine, counted = shard(indices, self.rank, self.world)
         rows: dict[str, list[Any]] = self.dataset[mine]
         if self.spec is not None:
-            rows = task_type(self.spec.type).prepare(self.spec, rows, (self.seed, self.epoch))
-        return Draw(rows, len(indices), counted)
+            rows = task_type(self.spec.type).prepare(self.spec, rows, (self.seed, epoch))
+        return Draw(rows, len(indices), counted, indices, epoch)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "cursor": self.cursor}
@@ -138,62 +155,47 @@ def eval_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]
         yield order[start : start + batch_size]
 
 
-def collate(parts: list[tuple[TaskSpec, dict[str, list[Any]]]], pad_id: int) -> Batch:
-    """Pad and concatenate the micro-batches of several tasks into one :class:`Batch`."""
-    all_ids = [ids for _, rows in parts for ids in rows["input_ids"]]
+def collate(
+    parts: list[tuple[TaskSpec, dict[str, list[Any]]]],
+    pad_id: int,
+    shares: dict[str, str] | None = None,
+) -> Batch:
+    """Pad and concatenate the micro-batches of several tasks into one :class:`Batch`.
+
+    ``shares`` maps a task to the task whose rows it reads (``tasks.N.inputs``): it adds no
+    rows, its segment is that task's (the rows are encoded once for both) and its labels are
+    its own, row for row (a missing label masks that task only). Such a task comes after
+    the task it reads in ``parts``.
+    """
+    shares = shares or {}
+    own = [(spec, rows) for spec, rows in parts if spec.name not in shares]
+    all_ids = [ids for _, rows in own for ids in rows["input_ids"]]
     width = max(len(ids) for ids in all_ids)
     input_ids = torch.full((len(all_ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(all_ids), width), dtype=torch.long)
     has_types = "token_type_ids" in parts[0][1]
     types = torch.zeros((len(all_ids), width), dtype=torch.long) if has_types else None
     segments: list[Segment] = []
+    spans: dict[str, Segment] = {}
     labels: dict[str, torch.Tensor] = {}
     extras: dict[str, dict[str, list[Any]]] = {}
     row = 0
     for spec, rows in parts:
-        start = row
-        for i, ids in enumerate(rows["input_ids"]):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-            if types is not None:
-                types[row, : len(ids)] = torch.tensor(rows["token_type_ids"][i])
-            row += 1
-        segments.append(Segment(spec.name, start, row))
+        if spec.name in shares:
+            read = spans[shares[spec.name]]
+            if len(rows["input_ids"]) != read.stop - read.start:
+                raise ValueError(f"task '{spec.name}' has other rows than '{read.task}'")
+            segments.append(Segment(spec.name, read.start, read.stop))
+        else:
+            start = row
+            for i, ids in enumerate(rows["input_ids"]):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                mask[row, : len(ids)] = 1
+                if types is not None:
+                    types[row, : len(ids)] = torch.tensor(rows["token_type_ids"][i])
+                row += 1
+            segments.append(spans.setdefault(spec.name, Segment(spec.name, start, row)))
         if "target" in rows:
             labels[spec.name] = task_type(spec.type).collate(spec, rows["target"])
         extras[spec.name] = {k: rows[k] for k in task_type(spec.type).extra_columns if k in rows}
     return Batch(input_ids, mask, types, segments, labels, extras)
-
-
-CHUNK_SLACK = 1.3  # a chunk's padded tokens stay within 1.3x its real tokens ...
-CHUNK_ROWS = 8  # ... once it holds this many rows (fewer: one call costs more than padding)
-
-
-def length_chunks(lengths: list[int]) -> list[list[int]]:
-    """Cut rows sorted by length into consecutive chunks that pad little.
-
-    A batch padded to its longest row computes on every padded position: 32 tweets of 4-30
-    tokens padded to 30 do about twice the work of their real tokens. A new chunk starts
-    when the next (longest so far) row would make the chunk's padded size exceed
-    ``CHUNK_SLACK`` times its real tokens, but never before ``CHUNK_ROWS`` rows (and a tail
-    shorter than that joins the last chunk): each call costs about as much as 10 tokens.
-
-    >>> length_chunks([5, 5, 6, 6, 6, 7, 7, 8] + [20] * 8)
-    [[0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15]]
-    >>> length_chunks([5, 5, 6, 6, 6, 7, 7, 8, 20, 21, 22])
-    [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
-    """
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    real = 0
-    for j, n in enumerate(lengths):
-        if len(current) >= CHUNK_ROWS and n * (len(current) + 1) > CHUNK_SLACK * (real + n):
-            chunks.append(current)
-            current, real = [], 0
-        current.append(j)
-        real += n
-    if chunks and len(current) < CHUNK_ROWS:  # a short tail joins the chunk before it
-        chunks[-1] += current
-    elif current:
-        chunks.append(current)
-    return chunks

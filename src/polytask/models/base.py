@@ -12,6 +12,7 @@ from torch import nn
 
 from polytask.errors import RunDirError
 from polytask.io import load_weights
+from polytask.models.chunking import chunk_plan, forward_in_chunks
 from polytask.registry import Registry
 from polytask.segments import Segment
 from polytask.tasks import TaskSpec
@@ -34,15 +35,47 @@ class MultiTaskModel(nn.Module, ABC):
     #: whether training passes each task's labels to ``forward`` as ``labels=`` (a causal LM
     #: then computes only the logits that predict answer tokens)
     takes_labels: bool = False
+    #: whether :meth:`forward` may run a batch in length chunks, one :meth:`forward_rows`
+    #: call each at its own padded width (:mod:`polytask.models.chunking`); False where an
+    #: output is not one entry per row (the causal LM's answer-token logits)
+    chunks_rows: bool = True
+    #: during a chunk's :meth:`forward_rows` call, that chunk's rows of the whole batch (an
+    #: index tensor; None when the call computes every row): the per-task gradient engine
+    #: maps each call of a shared layer to the tasks' rows with it
+    chunk_rows: torch.Tensor | None = None
+    #: whether tasks reading the same rows (overlapping segments, ``tasks.N.inputs``) share
+    #: one encoder forward; False where the encoder runs once per task (own encoders, or an
+    #: encoder conditioned on the task)
+    encodes_shared_rows_once: bool = True
 
-    @abstractmethod
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None,
         segments: list[Segment],
-    ) -> dict[str, torch.Tensor]: ...
+        **kwargs: Any,
+    ) -> dict[str, torch.Tensor]:
+        """Each present task's head output. Rows of very different lengths (a long task next
+        to short ones) are computed in length chunks, each at its own padded width, so a
+        step costs its real tokens; the outputs are those of one padded forward."""
+        chunks = chunk_plan(attention_mask, segments) if self.chunks_rows else []
+        if not chunks:
+            return self.forward_rows(input_ids, attention_mask, token_type_ids, segments, **kwargs)
+        return forward_in_chunks(
+            self, chunks, input_ids, attention_mask, token_type_ids, segments, **kwargs
+        )
+
+    @abstractmethod
+    def forward_rows(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        segments: list[Segment],
+    ) -> dict[str, torch.Tensor]:
+        """The architecture's forward of one padded batch (or chunk) laid out as ``segments``."""
+        ...
 
     @abstractmethod
     def shared_parameters(self) -> list[tuple[str, nn.Parameter]]:

@@ -124,9 +124,10 @@ class CausalLM(MultiTaskModel):
         except ConfigError as exc:
             raise RunDirError(f"{folder}: cannot load the base model: {exc}") from None
 
-    takes_labels = True  # see forward
+    takes_labels = True  # see forward_rows
+    chunks_rows = False  # with labels, an output holds answer tokens, not rows
 
-    def forward(
+    def forward_rows(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,

@@ -26,6 +26,8 @@ class TaskConditioned(HardSharing):
     since each task conditions the encoder differently: ``T`` encoder forwards.
     """
 
+    encodes_shared_rows_once = False  # conditioned on the task: one forward per task
+
     def __init__(
         self,
         encoder: PreTrainedModel,
@@ -38,7 +40,7 @@ class TaskConditioned(HardSharing):
         self.task_index = {s.name: i for i, s in enumerate(specs)}
         self._rows: torch.Tensor | None = None  # task index per row during a forward
 
-    def forward(
+    def forward_rows(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
@@ -63,7 +65,7 @@ class TaskConditioned(HardSharing):
     ) -> dict[str, torch.Tensor]:
         self._rows = rows
         try:
-            return super().forward(input_ids, attention_mask, token_type_ids, segments)
+            return super().forward_rows(input_ids, attention_mask, token_type_ids, segments)
         finally:
             self._rows = None
 

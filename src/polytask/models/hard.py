@@ -38,7 +38,7 @@ class HardSharing(MultiTaskModel):
             {s.name: build_head(s, encoder, head_hidden, head_dropout) for s in specs}
         )
 
-    def forward(
+    def forward_rows(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,

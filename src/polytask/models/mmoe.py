@@ -83,7 +83,7 @@ class MMoE(MultiTaskModel):
         """Every expert on ``features [..., H]`` → ``[..., E, expert_hidden]``."""
         return torch.stack([expert(features) for expert in self.experts], dim=-2)
 
-    def forward(
+    def forward_rows(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,

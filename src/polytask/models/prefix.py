@@ -140,6 +140,8 @@ class PrefixTuning(HardSharing):
     >>> model = PrefixTuning(encoder, specs, prefix_length=10)            # doctest: +SKIP
     """
 
+    encodes_shared_rows_once = False  # each task its own prefix: one forward per task
+
     @classmethod
     def trains_shared(cls, kwargs: dict[str, Any]) -> bool:
         # the prefixes are per task; the encoder is shared but trains only when unfrozen
@@ -205,7 +207,7 @@ class PrefixTuning(HardSharing):
         ]
         return torch.stack([torch.stack(kv, dim=1) for kv in flat], dim=1)
 
-    def forward(
+    def forward_rows(
         self,
         input_ids: Tensor,
         attention_mask: Tensor,
@@ -218,7 +220,7 @@ class PrefixTuning(HardSharing):
                 span = slice(seg.start, seg.stop)
                 types = None if token_type_ids is None else token_type_ids[span]
                 part = [Segment(seg.task, 0, seg.stop - seg.start)]
-                out.update(self.forward(input_ids[span], attention_mask[span], types, part))
+                out.update(self.forward_rows(input_ids[span], attention_mask[span], types, part))
             return out
         tasks = list(dict.fromkeys(s.task for s in segments))
         table = torch.stack([self.prefixes[t]() for t in tasks])

@@ -98,6 +98,8 @@ class SoftSharing(MultiTaskModel):
     every task's parameters are its encoder and its head.
     """
 
+    encodes_shared_rows_once = False  # one encoder per task
+
     def __init__(
         self,
         encoder: PreTrainedModel,
@@ -142,7 +144,7 @@ class SoftSharing(MultiTaskModel):
         """The first task's copy: every copy has its architecture (saved as ``encoder/``)."""
         return self.encoders[next(iter(self.specs))]
 
-    def forward(
+    def forward_rows(
         self,
         input_ids: Tensor,
         attention_mask: Tensor,

@@ -166,6 +166,7 @@ class SwitchSharing(HardSharing):
             experts, [f"layer {i}" for i in self.routed], "share of tokens per expert"
         )
         self._balance_loss: torch.Tensor | None = None
+        self._sums: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def forward(
         self,
@@ -173,40 +174,60 @@ class SwitchSharing(HardSharing):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None,
         segments: list[Segment],
+        **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        out = super().forward(input_ids, attention_mask, token_type_ids, segments)
+        """The batch's forward (in length chunks, see :class:`MultiTaskModel`), then the
+        load-balancing loss over every real token of the batch, whatever the chunks."""
+        self._sums = []
+        try:
+            out = super().forward(input_ids, attention_mask, token_type_ids, segments, **kwargs)
+            self._balance_loss = None
+            if self.training and torch.is_grad_enabled() and self.balance > 0 and self._sums:
+                self._balance_loss = self.balance * self._balance(self._sums)
+        finally:
+            self._sums = []
+        return out
+
+    def forward_rows(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        segments: list[Segment],
+    ) -> dict[str, torch.Tensor]:
+        out = super().forward_rows(input_ids, attention_mask, token_type_ids, segments)
         mask = attention_mask.to(torch.float32)  # padding never counts
-        onehot = []
-        for layer in self.moe:
-            assert layer.chosen is not None
-            onehot.append(F.one_hot(layer.chosen, self.n_experts).sum(dim=-2).float())
-        self._balance_loss = None
-        if self.training and torch.is_grad_enabled() and self.balance > 0:
-            terms = [
-                self._balance(layer.probs, hits, mask)
-                for layer, hits in zip(self.moe, onehot, strict=True)
-            ]
-            self._balance_loss = self.balance * torch.stack(terms).sum()
-        hits = torch.stack(onehot)  # [layers, B, L, E]: tokens' top-k choices
+        keep = mask.unsqueeze(-1)
+        hits = []
+        for i, layer in enumerate(self.moe):
+            assert layer.chosen is not None and layer.probs is not None
+            onehot = F.one_hot(layer.chosen, self.n_experts).sum(dim=-2).float()
+            hits.append(onehot)
+            # per layer: Σ of top-k hits, Σ of router probabilities, tokens (real only)
+            part = ((onehot * keep).sum(dim=(0, 1)), (layer.probs * keep).sum(dim=(0, 1)))
+            if len(self._sums) <= i:
+                self._sums.append((*part, mask.sum()))
+            else:
+                f, p, n = self._sums[i]
+                self._sums[i] = (f + part[0], p + part[1], n + mask.sum())
+        stacked = torch.stack(hits)  # [layers, B, L, E]: tokens' top-k choices
         for seg in segments:
             rows = mask[seg.start : seg.stop]
-            counts = (hits[:, seg.start : seg.stop] * rows[None, :, :, None]).sum(dim=(1, 2))
-            self.tally.add(seg.task, counts, rows.sum())
+            counts = (stacked[:, seg.start : seg.stop] * rows[None, :, :, None]).sum(dim=(1, 2))
+            self.tally.add(seg.task, counts.detach(), rows.sum())
         for layer in self.moe:  # do not keep the graph alive past this forward
             layer.probs = layer.chosen = None
         return out
 
-    def _balance(
-        self, probs: torch.Tensor | None, hits: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Switch's ``E · Σ_e f_e · P_e`` over real tokens: ``f_e`` the share of top-k
-        assignments to expert ``e``, ``P_e`` its mean router probability (1 when uniform)."""
-        assert probs is not None
-        keep = mask.unsqueeze(-1)
-        tokens = mask.sum().clamp(min=1.0)
-        f = (hits * keep).sum(dim=(0, 1)) / (tokens * self.top_k)
-        p = (probs * keep).sum(dim=(0, 1)) / tokens
-        return self.n_experts * (f * p).sum()
+    def _balance(self, sums: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Switch's ``E · Σ_e f_e · P_e`` over real tokens, summed over the routed layers:
+        ``f_e`` the share of top-k assignments to expert ``e``, ``P_e`` its mean router
+        probability (1 when uniform)."""
+        terms = []
+        for hits, probs, n in sums:
+            tokens = n.clamp(min=1.0)
+            terms.append(self.n_experts * ((hits / (tokens * self.top_k)) * (probs / tokens)).sum())
+        return torch.stack(terms).sum()
 
     def regularization(self) -> dict[str, torch.Tensor]:
         """The load-balancing loss of the latest training forward, times ``balance``,
