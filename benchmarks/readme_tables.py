@@ -436,6 +436,88 @@ def throughput() -> str:
     return "\n".join(lines)
 
 
+MULTITASK_IMPLS = {
+    "multitask": "(a) multi-task step: one `train_step` on all four tasks' rows",
+    "single_sum": "(b) the four single-task steps on the same rows, summed",
+    "article_loop": "(c) the source article's loop: the step padded to {length}, one backward",
+}
+
+
+def _run_name(label: str, run: dict[str, Any]) -> str:
+    source = run["polytask"]
+    dirty = " + uncommitted src/" if source.get("dirty") else ""
+    return f"{label} (`{source['commit'][:8]}`{dirty})"
+
+
+def multitask_step_text(data: dict[str, Any]) -> str:
+    """The multi-task step block from ``multitask_step.json``: every run it holds."""
+    runs: dict[str, dict[str, Any]] = data["runs"]
+    first = next(iter(runs.values()))
+    tasks = first.get("multitask", {}).get("tasks", {})
+    sizes = ", ".join(f"{n} ({t['type']}, max_length {t['max_length']})" for n, t in tasks.items())
+    lines = [
+        "The multi-task path (`python benchmarks/multitask_step.py`): one training step on "
+        f"the bundled demo tasks plus a long sentence-pair task, {sizes}; "
+        "the same rows, drawn once from each task's stream, for every impl; each run's impls "
+        "alternate in one process, medians after a warm-up round; tokens per step: real = "
+        "the attention masks' sum, computed = rows × padded width of every encoder call:",
+        "",
+        "| run | step | s / step | ÷ (b) | real tokens | computed tokens | computed ÷ real |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, run in runs.items():
+        for r in run.get("multitask", {}).get("rows", []):
+            name = MULTITASK_IMPLS[r["impl"]].format(length=data["article_length"])
+            lines.append(
+                f"| {_run_name(label, run)} | {name} | {r['median_s']:.2f} | "
+                f"{r['ratio_vs_single_sum']:.2f}× | {r['real_tokens']:,.0f} | "
+                f"{r['computed_tokens']:,.0f} | {r['padded_over_real']:.2f}× |"
+            )
+    lines += [
+        "",
+        "Shared inputs: two classification tasks labelled on the same tweets, the rows "
+        "encoded once (two segments over the same rows) or twice (collated twice):",
+        "",
+        "| run | method | once s / step | twice s / step | once ÷ twice |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for label, run in runs.items():
+        for r in run.get("shared", {}).get("rows", []):
+            how = (
+                "equal weighting (one backward)"
+                if r["single_input"] is None
+                else (f"{r['aggregator']}, single_input `{r['single_input']}`")
+            )
+            lines.append(
+                f"| {_run_name(label, run)} | {how} | {r['once_s']:.2f} | {r['twice_s']:.2f} | "
+                f"{r['once_over_twice']:.2f}× |"
+            )
+    lines.append("")
+    for label, run in runs.items():
+        checks = "; ".join(
+            f"{key.replace('_', ' ')} {a['value']:.2f}× (target ≤ {a['target']}×: "
+            f"{'met' if a['met'] else '**not met**'})"
+            for key, a in run["acceptance"].items()
+        )
+        lines.append(
+            f"- {_run_name(label, run)}: `{run['command']}`, {run['repeats']} rounds × "
+            f"{run['steps']} drawn steps, {run['threads']} torch threads, 1-minute load average "
+            f"{run['load_average_before'][0]:.1f} before, {run['load_average_after'][0]:.1f} "
+            f"after. {checks}."
+        )
+        lines += [f"  {note}" for note in run.get("notes", [])]
+        lines += [
+            f"  Part `{part}` failed (its error is in the JSON)."
+            for part in ("multitask", "shared")
+            if "error" in run.get(part, {})
+        ]
+    return "\n".join(lines)
+
+
+def multitask_step() -> str:
+    return multitask_step_text(_load(RESULTS / "multitask_step.json"))
+
+
 def _load_note(part: dict[str, Any]) -> str:
     """The clause saying how loaded the machine was, or nothing when not recorded."""
     before, after = part.get("load_average_before"), part.get("load_average_after")
@@ -831,6 +913,11 @@ BLOCKS: dict[str, Block] = {
     ),
     "throughput": Block(
         throughput, (RESULTS / "throughput.json",), "python benchmarks/throughput.py"
+    ),
+    "multitask_step": Block(
+        multitask_step,
+        (RESULTS / "multitask_step.json",),
+        "python benchmarks/multitask_step.py (each run's command is listed above)",
     ),
     "every_method": Block(
         every_method, (RESULTS / "every_method.json",), "python benchmarks/every_method.py"

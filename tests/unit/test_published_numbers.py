@@ -206,3 +206,59 @@ def test_relative_links_stay_inside_the_repo(doc: Path) -> None:
         resolved = (doc.parent / target).resolve()
         assert resolved.is_relative_to(ROOT), f"{_name(doc)}: {target} leaves the repository"
         assert resolved.exists(), f"{_name(doc)}: {target} does not exist"
+
+
+def _multitask_run(commit: str, a_over_b: float, padded: float) -> dict[str, object]:
+    def row(impl: str, ratio: float, over_real: float) -> dict[str, object]:
+        return {
+            "impl": impl,
+            "median_s": 2.0 * ratio,
+            "ratio_vs_single_sum": ratio,
+            "real_tokens": 1000.0,
+            "computed_tokens": 1000.0 * over_real,
+            "padded_over_real": over_real,
+        }
+
+    acceptance = {
+        "multitask_over_single_sum": {"value": a_over_b, "target": 1.1, "met": a_over_b <= 1.1},
+        "padded_over_real": {"value": padded, "target": 1.3, "met": padded <= 1.3},
+    }
+    shared = {"mode": "equal", "aggregator": "sum", "single_input": None}
+    shared |= {"once_s": 0.4, "twice_s": 0.5, "once_over_twice": 0.8}
+    return {
+        "polytask": {"commit": commit, "dirty": False},
+        "command": "python benchmarks/multitask_step.py --as x",
+        "repeats": 5,
+        "steps": 2,
+        "threads": 2,
+        "load_average_before": [1.0],
+        "load_average_after": [2.0],
+        "multitask": {
+            "tasks": {"pair": {"type": "regression", "max_length": 96}},
+            "rows": [
+                row("multitask", a_over_b, padded),
+                row("single_sum", 1.0, 1.05),
+                row("article_loop", 2.5, 3.0),
+            ],
+        },
+        "shared": {"rows": [shared]},
+        "acceptance": acceptance,
+        "notes": ["a note"],
+    }
+
+
+def test_the_multitask_step_block_shows_every_run_and_its_targets() -> None:
+    data = {
+        "article_length": 128,
+        "runs": {
+            "before": _multitask_run("a" * 40, 1.93, 1.85),
+            "latest": _multitask_run("b" * 40, 1.05, 1.2),
+        },
+    }
+    text = tables.multitask_step_text(data)
+    assert "before (`aaaaaaaa`)" in text and "latest (`bbbbbbbb`)" in text
+    assert "| 1.93× |" in text and "| 1.85× |" in text and "padded to 128" in text
+    before, latest = (line for line in text.splitlines() if line.startswith("- "))
+    assert "multitask over single sum 1.93× (target ≤ 1.1×: **not met**)" in before
+    assert "multitask over single sum 1.05× (target ≤ 1.1×: met)" in latest
+    assert "| equal weighting (one backward) | 0.40 | 0.50 | 0.80× |" in text
