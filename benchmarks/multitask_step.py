@@ -607,8 +607,16 @@ def main() -> None:
     data |= {"benchmark": "multitask_step", "encoder": "all-MiniLM-L6-v2"}
     data |= {"targets": TARGETS, "article_length": ARTICLE_LENGTH, "pair_length": PAIR_LENGTH}
     command = "python benchmarks/multitask_step.py" + (f" --at {args.at}" if args.at else "")
+    command += "" if args.parts == "all" else f" --parts {args.parts}"
     run["command"] = command + f" --as {args.label} --repeats {args.repeats} --steps {args.steps}"
-    data.setdefault("runs", {})[args.label] = run
+    old = data.setdefault("runs", {}).get(args.label, {})
+    for part in ("multitask", "shared"):  # --parts: the other part stays as measured before
+        if args.parts not in ("all", part) and part in old:
+            run[part] = old[part]
+            run["notes"].append(f"part {part}: kept from `{old.get('command', '?')}`")
+    if args.parts != "all":
+        run["acceptance"] = _acceptance(run)
+    data["runs"][args.label] = run
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     _print(run)
