@@ -251,6 +251,13 @@ config_case(
     "did you mean 'pcgrad'?",
 )
 
+config_case(  # a constructor's own check (needs torch): after load, before anything is built
+    "config-static-weights-per-task",
+    {"weighting": {"name": "static", "weights": [1.0, 2.0]}},
+    "run.yaml: weighting: static",
+    "expected 3 values, got 2",
+)
+
 
 @case("encoder-missing-tokenizer", "encoder.name", "no tokenizer files")
 def _(ws: Workspace) -> list[str]:

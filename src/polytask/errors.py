@@ -11,7 +11,21 @@ class PolytaskError(Exception):
 
 
 class ConfigError(PolytaskError):
-    """The configuration is invalid (unknown key, wrong type, failed cross-field check)."""
+    """The configuration is invalid (unknown key, wrong type, failed cross-field check).
+
+    ``ConfigError(line, ...)``: one line per problem, in file order; the CLI prints each as
+    its own ``error:`` line. ``str()`` joins them with newlines.
+    """
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__(*lines)
+
+    @property
+    def lines(self) -> list[str]:
+        return [str(line) for line in self.args]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
 
 
 class DataError(PolytaskError):

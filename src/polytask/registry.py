@@ -4,8 +4,10 @@ constructor.
 
 The YAML binds to the constructor signature (STYLE 4): keys are the constructor's arguments
 (except ``n_tasks``, which polytask supplies), typed by its annotations; an unknown key fails
-with a "did you mean", a bad value with the key's name, and the constructor's own checks run
-at config load, before anything is trained.
+with a "did you mean", a bad value with the key's name; every problem of a section is listed.
+The config binds against the committed manifest of these signatures
+(:mod:`polytask.config.manifest`, no torch); :func:`build` binds against the live class and
+runs the constructor's own checks.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import difflib
 import inspect
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import ConfigDict, ValidationError, create_model
 
@@ -27,6 +29,13 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def unknown_name(kind: str, name: str, choices: list[str]) -> str:
+    """``unknown sampler 'x' (did you mean 'y'?); choose one of: ...``."""
+    return (
+        f"unknown {kind} '{name}'{did_you_mean(name, choices)}; choose one of: {', '.join(choices)}"
+    )
 
 
 class Registry(Generic[T]):
@@ -56,11 +65,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            choices = self.names()
-            raise ConfigError(
-                f"unknown {self.kind} '{name}'{did_you_mean(name, choices)}; "
-                f"choose one of: {', '.join(choices)}"
-            ) from None
+            raise ConfigError(unknown_name(self.kind, name, self.names())) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -77,6 +82,76 @@ class Registry(Generic[T]):
 
 SUPPLIED = ("self", "n_tasks")
 
+#: ``{argument: (annotation, default)}`` of a constructor (``...``: no default): what a config
+#: section binds to
+Fields = dict[str, tuple[Any, Any]]
+
+
+class Problem(NamedTuple):
+    """One problem of a config section: where below the section, and what.
+
+    ``unknown``: ``loc`` ends with an unknown key, reported at its parent (``train: unknown
+    key 'x'``) but kept in the location so that problems sort in file order."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    unknown: bool = False
+
+    @property
+    def at(self) -> tuple[str | int, ...]:
+        """The location the message is reported at."""
+        return self.loc[:-1] if self.unknown else self.loc
+
+
+def signature_fields(cls: Any, supplied: tuple[str, ...] = SUPPLIED) -> Fields:
+    """The configurable arguments of ``cls.__init__``, typed by its annotations.
+
+    ``supplied`` names the arguments polytask fills itself (not configurable)."""
+    signature = inspect.signature(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    fields: Fields = {}
+    for arg, param in signature.parameters.items():
+        if arg in supplied or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[arg] = (hints.get(arg, Any), default)
+    return fields
+
+
+def check_kwargs(
+    fields: Fields, name: str, kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], list[Problem]]:
+    """Validate ``kwargs`` against ``fields`` (pydantic, by type): the typed values (defaults
+    filled) and every problem, unknown keys (with a "did you mean") in the order given."""
+    problems: list[Problem] = []
+    choices = sorted(fields)
+    for key in kwargs:
+        if key not in fields:
+            hint = did_you_mean(str(key), choices)
+            takes = ", ".join(choices) or "none"
+            msg = f"'{name}' has no hyperparameter '{key}'{hint}; it takes: {takes}"
+            problems.append(Problem((key,), msg, unknown=True))
+    known = {k: v for k, v in kwargs.items() if k in fields}
+    definitions: dict[str, Any] = dict(fields)
+    model = create_model(f"{name}Args", __config__=ConfigDict(extra="forbid"), **definitions)
+    try:
+        values = model.model_validate(known)
+    except ValidationError as err:
+        problems += [Problem(tuple(e["loc"]), e["msg"]) for e in err.errors()]
+        problems.sort(key=lambda p: _order(kwargs, p.loc))
+        return {}, problems
+    return {k: getattr(values, k) for k in fields}, problems
+
+
+def _order(kwargs: dict[str, Any], loc: tuple[str | int, ...]) -> int:
+    keys = list(kwargs)
+    return keys.index(loc[0]) if loc and loc[0] in keys else len(keys)
+
+
+def problem_lines(where: str, problems: list[Problem]) -> list[str]:
+    """``where.loc: message``, one line per problem."""
+    return [".".join(map(str, (where, *p.at))) + f": {p.msg}" for p in problems]
+
 
 def bind(
     registry: Registry[Any],
@@ -88,31 +163,11 @@ def bind(
     """Validate ``kwargs`` against the constructor of ``registry.get(name)``; typed values back.
 
     ``supplied`` names the constructor arguments polytask fills itself (not configurable).
-    """
-    cls = registry.get(name)
-    signature = inspect.signature(cls.__init__)
-    hints = typing.get_type_hints(cls.__init__, include_extras=True)
-    fields: dict[str, Any] = {}
-    for arg, param in signature.parameters.items():
-        if arg in supplied or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[arg] = (hints.get(arg, Any), default)
-    for key in kwargs:
-        if key not in fields:
-            choices = sorted(fields)
-            raise ConfigError(
-                f"{where}: '{name}' has no hyperparameter '{key}'{did_you_mean(key, choices)}"
-                f"; it takes: {', '.join(choices) or 'none'}"
-            )
-    model = create_model(f"{cls.__name__}Args", __config__=ConfigDict(extra="forbid"), **fields)
-    try:
-        values = model.model_validate(kwargs)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where}.{loc}: {first['msg']}") from None
-    return {k: getattr(values, k) for k in fields}
+    Every problem is one line of the :class:`ConfigError`."""
+    values, problems = check_kwargs(signature_fields(registry.get(name), supplied), name, kwargs)
+    if problems:
+        raise ConfigError(*problem_lines(where, problems))
+    return values
 
 
 def build(

@@ -42,17 +42,38 @@ def test_nested_unknown_key_names_its_location(tmp_path: Path) -> None:
 
 
 def test_every_error_is_listed_with_its_key(tmp_path: Path) -> None:
-    # a missing section used to hide the misspelt key behind "(and 1 more)"
-    path = write(tmp_path, {"train": {"max_stepz": 3, "lr": "fast"}})
+    # a missing section used to hide the misspelt key behind "(and 1 more)", and an unknown
+    # key the other problems of its own section: one line each, in file order
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  max_stepz: 3\n  lr: fast\n")
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    message = str(err.value)
-    assert "\n" not in message and "more)" not in message
-    for part in (
-        "tasks: Field required",
+    assert [line.removeprefix(f"{path}: ") for line in err.value.lines] == [
         "train: unknown key 'max_stepz' (did you mean 'max_steps'?)",
-    ):
-        assert part in message, message
+        "train.lr: Input should be a valid number, unable to parse string as a number",
+        "tasks: Field required",
+    ]
+    assert "more)" not in str(err.value)
+
+
+def test_three_mistakes_report_three_lines_in_file_order(tmp_path: Path) -> None:
+    # two in one method section (an unknown hyperparameter, a value of the wrong type), one
+    # in a task: each its own line, none hiding another
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "tasks:\n"
+        "  - {name: a, type: clasification, data: {bundled: tweet_sentiment}}\n"
+        "  - {name: b, type: tagging, data: {bundled: twitter_ner}}\n"
+        "sampler: {tasks_per_step: all}\n"
+        "aggregator: {name: cagrad, cc: 0.5, rescale: lots}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    lines = [line.removeprefix(f"{path}: ") for line in err.value.lines]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("tasks.0: unknown task type 'clasification' (did you mean")
+    assert lines[1].startswith("aggregator: 'cagrad' has no hyperparameter 'cc' (did you mean")
+    assert lines[2] == "aggregator.rescale: Input should be 0, 1 or 2"
 
 
 def test_wrong_type_names_key(tmp_path: Path) -> None:

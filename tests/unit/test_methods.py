@@ -3,6 +3,7 @@
 import pytest
 
 from polytask.aggregation import AGGREGATORS
+from polytask.config.constructors import check_constructors
 from polytask.config.run import config_from_dict
 from polytask.errors import ConfigError
 from polytask.objective import build_objective
@@ -24,11 +25,20 @@ def test_bind_types_and_defaults() -> None:
         bind(AGGREGATORS, "cagrad", {"c": "lots"}, "aggregator")
 
 
-def test_constructor_checks_run_at_config_load() -> None:
-    with pytest.raises(ConfigError, match=r"weighting: dwa: temperature must be > 0"):
-        config_from_dict({**TASKS, "weighting": {"name": "dwa", "temperature": 0}})
-    with pytest.raises(ConfigError, match=r"expected 3 values, got 2"):
-        config_from_dict({**TASKS, "weighting": {"name": "static", "weights": [1, 2]}})
+def test_constructor_checks_run_before_anything_is_built() -> None:
+    # the config loads without torch (the manifest); the constructors' own checks run in
+    # check_constructors (the CLI calls it right after load) and again when training builds
+    dwa = config_from_dict({**TASKS, "weighting": {"name": "dwa", "temperature": 0}})
+    with pytest.raises(ConfigError, match=r"^run.yaml: weighting: dwa: temperature must be > 0"):
+        check_constructors(dwa, "run.yaml")
+    both = {
+        "weighting": {"name": "static", "weights": [1, 2]},
+        "aggregator": {"name": "cagrad", "c": -1},
+    }
+    with pytest.raises(ConfigError) as err:
+        check_constructors(config_from_dict({**TASKS, **both}))
+    assert [line.split(": ", 2)[1] for line in err.value.lines] == ["weighting", "aggregator"]
+    assert "expected 3 values, got 2" in err.value.lines[0]
 
 
 def test_history_methods_need_every_task_each_step() -> None:

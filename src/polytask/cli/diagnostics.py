@@ -29,15 +29,18 @@ def check(
     ] = None,
 ) -> None:
     """Pre-flight checklist: gradient cosines, loss scales, sampling plan, sizes, advice."""
-    from polytask.checkpoint import write_json
-    from polytask.cli.tables import check_tables
     from polytask.config.run import load_config
-    from polytask.diagnostics.check import run_check
 
     if output is not None and not output.parent.is_dir():
         raise PolytaskError(f"--output: folder '{output.parent}' does not exist")
     config_path, overrides = split_args(args)
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, overrides)  # no torch: a bad config fails fast
+    from polytask.checkpoint import write_json
+    from polytask.cli.tables import check_tables
+    from polytask.config.constructors import check_constructors
+    from polytask.diagnostics.check import run_check
+
+    check_constructors(config, config_path or "bundled demo")
     result = run_check(config, batches, config_path or "bundled demo", head_warmup)
     if output is not None:
         write_json(output, result)
@@ -90,21 +93,16 @@ def affinity(
 
 def ls() -> None:
     """List registered architectures, samplers, task types, loss weightings, aggregators."""
-    from polytask.aggregation import AGGREGATORS
-    from polytask.models import ARCHITECTURES
-    from polytask.samplers import SAMPLERS
-    from polytask.tasks import TASK_TYPES
-    from polytask.weighting import WEIGHTINGS
+    from polytask.config.manifest import listing  # the committed manifest: no torch
 
     registries = (
-        ("architectures", ARCHITECTURES),
-        ("samplers", SAMPLERS),
-        ("task types", TASK_TYPES),
-        ("loss weightings (weighting: {name: ...})", WEIGHTINGS),
-        ("gradient aggregators (aggregator: {name: ...})", AGGREGATORS),
+        ("architectures", "architectures"),
+        ("samplers", "samplers"),
+        ("task types", "task_types"),
+        ("loss weightings (weighting: {name: ...})", "weightings"),
+        ("gradient aggregators (aggregator: {name: ...})", "aggregators"),
     )
-    for title, registry in registries:
+    for title, key in registries:
         out.print(f"[bold]{title}[/bold]")
-        for name, obj in registry.items():
-            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
-            out.print(f"  {name:<14} {doc[0] if doc else ''}")
+        for name, entry in listing(key).items():
+            out.print(f"  {name:<14} {entry.doc}")

@@ -17,7 +17,7 @@ from polytask.cli.diagnostics import affinity, check, ls
 from polytask.cli.experiments import compare, diversity, sweep_aux
 from polytask.cli.serving import predict, serve
 from polytask.cli.training import eval_, report, train
-from polytask.errors import PolytaskError
+from polytask.errors import ConfigError, PolytaskError
 
 app = typer.Typer(
     add_completion=False,
@@ -40,14 +40,16 @@ app.command("ls")(ls)
 app.add_typer(data_app, name="data")
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` as one line on stderr (the message is text, not markup).
+def _fail(*messages: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr, one line per message (text, not markup; a
+    message of several lines is joined into one).
 
     Under ``accelerate launch`` / ``torchrun`` every rank meets the same error; rank 0
     prints it, every rank exits with ``code``."""
     if main_rank():
-        line = " ".join(part.strip() for part in message.splitlines() if part.strip())
-        err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        for message in messages:
+            line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+            err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
 
 
@@ -56,6 +58,8 @@ def main() -> None:
     stderr and exit code 2."""
     try:
         code = app(standalone_mode=False)
+    except ConfigError as exc:  # every problem of a config, one line each
+        _fail(*exc.lines)
     except PolytaskError as exc:
         _fail(str(exc))
     except typer.TyperException as exc:  # click's errors: unknown option, bad value, ...
@@ -63,7 +67,7 @@ def main() -> None:
             raise SystemExit(2) from None
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        _fail(exc.format_message().rstrip(".") + hint, getattr(exc, "exit_code", 2))
+        _fail(exc.format_message().rstrip(".") + hint, code=getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         err.print("interrupted")
         raise SystemExit(130) from None

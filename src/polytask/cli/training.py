@@ -37,7 +37,10 @@ def train(
     config = load_config(config_path, overrides)
     # imported after the config is checked: a bad config fails without loading torch & co.
     from polytask.cli.tables import results_table
+    from polytask.config.constructors import check_constructors
     from polytask.train import train as run_training
+
+    check_constructors(config, config_path or "demo.yaml")  # before the encoder and data load
 
     final = run_training(
         config, output, resume=resume, overwrite=overwrite, show_progress=not quiet

@@ -1,17 +1,15 @@
 """The one rule of what a step applies: which weighting, aggregator and architecture go
-together when a step trains ``k`` of ``n`` tasks (read by the config at load)."""
+together when a step trains ``k`` of ``n`` tasks (read by the config at load, from the
+capability flags the registry manifest records: no torch)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from polytask.aggregation import AGGREGATORS, Aggregator
-from polytask.weighting import WEIGHTINGS, LossWeighting
+from polytask.config.manifest import Entry, listing
 
 
 def refusal(
-    weighting: tuple[str, type[LossWeighting]],
-    aggregator: tuple[str, type[Aggregator]],
+    weighting: tuple[str, Entry],
+    aggregator: tuple[str, Entry],
     *,
     k: int,
     n_tasks: int,
@@ -19,8 +17,9 @@ def refusal(
 ) -> str | None:
     """Why a step would not apply this weighting and aggregator as configured, or None.
 
-    The one rule, read from what each method declares (``needs_all_tasks``,
-    ``needs_shared_gradients``, ``needs_grad_norms``) and from the architecture
+    The one rule, read from what each method class declares (``needs_all_tasks``,
+    ``needs_shared_gradients``, ``needs_grad_norms``, as the manifest records them: ``entry``
+    is :func:`polytask.config.manifest.listing` ``(...).get(name)``) and from the architecture
     (``(name, trains_shared)``): a step trains ``k`` of the ``n_tasks`` tasks.
 
     * ``k < n_tasks``: the weighting must weigh each task on its own loss and the
@@ -36,10 +35,10 @@ def refusal(
     if k < n_tasks and (w_cls.needs_all_tasks or a_cls.needs_all_tasks):
         if w_cls.needs_all_tasks:
             why = f"'{w_name}' weighs every task's loss together"
-            fix = f"a per-task weighting ({', '.join(_names(WEIGHTINGS, 'needs_all_tasks'))})"
+            fix = f"a per-task weighting ({', '.join(_names('weightings', 'needs_all_tasks'))})"
         else:
             why = f"'{a_name}' combines the gradients of every task in one step"
-            fix = f"aggregator {' or '.join(_names(AGGREGATORS, 'needs_all_tasks'))}"
+            fix = f"aggregator {' or '.join(_names('aggregators', 'needs_all_tasks'))}"
         return (
             f"{pair}: {why}, but sampler.tasks_per_step is {k} of {n_tasks} tasks: "
             f"set sampler.tasks_per_step: all, or use {fix}"
@@ -47,10 +46,12 @@ def refusal(
     if not shared and (a_cls.needs_shared_gradients or w_cls.needs_grad_norms):
         if a_cls.needs_shared_gradients:
             name, stays = a_name, "its coefficients would stay 1, the sum"
-            fix = f"aggregator {' or '.join(_names(AGGREGATORS, 'needs_shared_gradients'))}"
+            fix = f"aggregator {' or '.join(_names('aggregators', 'needs_shared_gradients'))}"
         else:
             name, stays, fix = w_name, "its weights would stay 1, equal weighting", "a weighting"
-            fix += f" without gradient norms ({', '.join(_names(WEIGHTINGS, 'needs_grad_norms'))})"
+            fix += (
+                f" without gradient norms ({', '.join(_names('weightings', 'needs_grad_norms'))})"
+            )
         return (
             f"{pair} on architecture '{arch}': it trains no shared parameters, so '{name}' "
             f"has no per-task gradients to work on ({stays}): use {fix}, or an architecture "
@@ -59,6 +60,6 @@ def refusal(
     return None
 
 
-def _names(registry: Any, flag: str) -> list[str]:
+def _names(key: str, flag: str) -> list[str]:
     """The registered methods whose capability ``flag`` is false (for a fix's choices)."""
-    return [n for n in registry.names() if not getattr(registry.get(n), flag)]
+    return [name for name, entry in listing(key).items() if not getattr(entry, flag)]

@@ -7,10 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from polytask.errors import ConfigError
-
-#: Constructor arguments of every sampler that polytask fills itself.
-SAMPLER_SUPPLIED = ("self", "sizes", "seed")
+import polytask.config.manifest as manifest
+from polytask.config.manifest import SAMPLER_SUPPLIED
+from polytask.config.sections import bind_section
+from polytask.registry import Problem
+from polytask.strict import section_errors
 
 __all__ = ["SAMPLER_SUPPLIED", "SamplerConfig"]
 
@@ -19,10 +20,10 @@ class SamplerConfig(BaseModel):
     """Which task(s) each step trains on: ``{name: temperature, alpha: 0.5, tasks_per_step: 1}``.
 
     The keys besides ``name`` and ``tasks_per_step`` are the sampler's own constructor
-    arguments (``polytask ls`` lists samplers), checked against its signature at load. With
-    every task in every step (``tasks_per_step: all``, or the number of trained tasks) there
-    is nothing to sample: ``name`` resolves to null, and naming a sampler or its arguments
-    there is refused (they would change nothing).
+    arguments (``polytask ls`` lists samplers), checked against its signature at load (its
+    own checks run when it is built). With every task in every step (``tasks_per_step:
+    all``, or the number of trained tasks) there is nothing to sample: ``name`` resolves to
+    null, and naming a sampler or its arguments there is refused (they would change nothing).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -33,28 +34,18 @@ class SamplerConfig(BaseModel):
     @property
     def kwargs(self) -> dict[str, Any]:
         """The sampler's own arguments, validated and typed by its signature ({} for null)."""
-        if self.name is None:
-            return {}
-        from polytask.registry import bind
-        from polytask.samplers import SAMPLERS
-
-        return bind(
-            SAMPLERS, self.name, dict(self.model_extra or {}), "sampler", supplied=SAMPLER_SUPPLIED
-        )
+        return {} if self.name is None else bind_section(self, "samplers", self.name)
 
     @model_validator(mode="after")
     def _check_name(self) -> SamplerConfig:
-        if isinstance(self.tasks_per_step, bool) or (
-            isinstance(self.tasks_per_step, int) and self.tasks_per_step < 1
-        ):
-            raise ValueError("'tasks_per_step' must be >= 1 or 'all'")
+        problems = []
+        k = self.tasks_per_step
+        if isinstance(k, bool) or (isinstance(k, int) and k < 1):
+            problems.append(Problem(("tasks_per_step",), "must be >= 1 or 'all'"))
         if self.name is not None:
-            from polytask.samplers import check_sampler
-
-            try:
-                check_sampler(self.name, self.kwargs)
-            except ConfigError as exc:  # the error's location already says "sampler"
-                raise ValueError(str(exc).removeprefix("sampler: ")) from None
+            problems += manifest.bind("samplers", self.name, dict(self.model_extra or {}))[1]
+        if problems:
+            raise section_errors(type(self).__name__, problems)
         return self
 
     def resolve(self, n_trained: int) -> int:

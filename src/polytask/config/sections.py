@@ -2,17 +2,29 @@
 
 Split from :mod:`polytask.config.run` (which re-exports these names), as the task and sampler
 sections are in :mod:`polytask.config.tasks` and :mod:`polytask.config.sampler`. The
-architecture and method sections bind their extra keys to a registered constructor.
+architecture and method sections bind their extra keys to a registered constructor's
+signature, as the registry manifest (:mod:`polytask.config.manifest`) records it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from polytask.errors import ConfigError
-from polytask.strict import StrictModel
+from polytask.config.manifest import ARCHITECTURE_SUPPLIED, bind, listing
+from polytask.strict import StrictModel, section_errors
+
+__all__ = [
+    "ARCHITECTURE_SUPPLIED",
+    "AggregatorConfig",
+    "ArchitectureConfig",
+    "EncoderConfig",
+    "MethodConfig",
+    "TrainConfig",
+    "WeightingConfig",
+    "bind_section",
+]
 
 
 class EncoderConfig(StrictModel):
@@ -23,8 +35,13 @@ class EncoderConfig(StrictModel):
     max_length: int = Field(default=128, ge=8, le=8192)
 
 
-#: Constructor arguments of every architecture that polytask fills itself.
-ARCHITECTURE_SUPPLIED = ("self", "encoder", "specs", "pooling", "head_hidden", "head_dropout")
+def bind_section(model: BaseModel, key: str, name: str) -> dict[str, Any]:
+    """A registered section's own keys (``model_extra``), typed by the manifest's signature
+    of ``name`` in registry ``key``; every problem of the section raised at once."""
+    values, problems = bind(key, name, dict(model.model_extra or {}))
+    if problems:
+        raise section_errors(type(model).__name__, problems)
+    return values
 
 
 class ArchitectureConfig(BaseModel):
@@ -45,23 +62,16 @@ class ArchitectureConfig(BaseModel):
     @property
     def kwargs(self) -> dict[str, Any]:
         """The architecture's own arguments, validated and typed by its signature."""
-        from polytask.models import ARCHITECTURES
-        from polytask.registry import bind
+        return bind_section(self, "architectures", self.name)
 
-        return bind(
-            ARCHITECTURES,
-            self.name,
-            dict(self.model_extra or {}),
-            "architecture",
-            supplied=ARCHITECTURE_SUPPLIED,
-        )
+    @property
+    def trains_shared(self) -> bool:
+        """Whether the architecture, with these arguments, trains shared parameters."""
+        return listing("architectures").get(self.name).trains_shared(self.kwargs)
 
     @model_validator(mode="after")
     def _check_name(self) -> ArchitectureConfig:
-        try:
-            self.kwargs  # noqa: B018 - validates the name and the arguments
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
+        self.kwargs  # noqa: B018 - validates the name and the arguments
         return self
 
 
@@ -69,16 +79,38 @@ class MethodConfig(BaseModel):
     """A registered method and its hyperparameters: ``{name: pcgrad, seed: 3}``.
 
     The other keys are the method's constructor arguments (``polytask ls`` lists methods,
-    ``docs/methods.md`` their hyperparameters); they are checked against the signature.
+    ``docs/methods.md`` their hyperparameters); they are checked against the signature at
+    load (:class:`WeightingConfig`, :class:`AggregatorConfig`), the constructor's own checks
+    when it is built.
     """
 
     model_config = ConfigDict(extra="allow")
+    #: the manifest registry the name belongs to (None: not checked here)
+    registry: ClassVar[str | None] = None
 
     name: str
 
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_name(self) -> MethodConfig:
+        if self.registry is not None:
+            bind_section(self, self.registry, self.name)
+        return self
+
+
+class WeightingConfig(MethodConfig):
+    """The ``weighting:`` section: a loss weighting and its hyperparameters."""
+
+    registry: ClassVar[str | None] = "weightings"
+
+
+class AggregatorConfig(MethodConfig):
+    """The ``aggregator:`` section: a gradient aggregator and its hyperparameters."""
+
+    registry: ClassVar[str | None] = "aggregators"
 
 
 class TrainConfig(StrictModel):

@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from polytask.registry import did_you_mean
+from polytask.config.manifest import listing
+from polytask.registry import unknown_name
 from polytask.strict import StrictModel
-from polytask.tasks.prompts import InstructionConfig
+from polytask.tasks.instruction_config import InstructionConfig
 
 
 class Columns(StrictModel):
@@ -107,14 +108,9 @@ class TaskConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_type(self) -> TaskConfig:
-        from polytask.tasks import TASK_TYPES
-
-        if self.type not in TASK_TYPES:
-            names = TASK_TYPES.names()
-            raise ValueError(
-                f"unknown task type '{self.type}'{did_you_mean(self.type, names)}; "
-                f"choose one of: {', '.join(names)}"
-            )
+        task_types = listing("task_types")  # the manifest: no torch
+        if self.type not in task_types:
+            raise ValueError(unknown_name(task_types.kind, self.type, task_types.names()))
         if self.multi_label and self.type != "classification":
             raise ValueError("'multi_label' only applies to classification tasks")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):

@@ -5,11 +5,10 @@ never branches on a method's name, only on what a method declares it needs
 (``gramian_free``, ``needs_grad_norms``, ``observes_same_batch``).
 
 ``core`` (:class:`Objective`, :func:`build_objective`), ``terms`` (the loss-space terms: a
-step over some of the tasks, what a learned weighting trains on), ``rule``
-(:func:`refusal`: which combinations a step applies).
+step over some of the tasks, what a learned weighting trains on). Which combinations a step
+applies is the config's one rule, :func:`polytask.config.rule.refusal` (read at load).
 """
 
 from polytask.objective.core import Objective, build_objective
-from polytask.objective.rule import refusal
 
-__all__ = ["Objective", "build_objective", "refusal"]
+__all__ = ["Objective", "build_objective"]

@@ -27,7 +27,7 @@ def subset_backward(
     (:meth:`LossWeighting.subset`), the static task weights and the aggregator's fixed
     coefficients (``fixed_scale()``), in one backward; a learned weighting trains on the present
     tasks' terms. The config admits only methods that apply here
-    (:func:`polytask.objective.refusal`)."""
+    (:func:`polytask.config.rule.refusal`)."""
     index = [i for i, t in enumerate(tasks) if t in losses]
     present = [tasks[i] for i in index]
     device = losses[present[0]].device
