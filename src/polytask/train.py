@@ -22,6 +22,7 @@ from polytask.training.step import (
     TrainingError,
     count_step,
     divergence,
+    draw_step,
     loss_units,
     task_losses,
     train_record,
@@ -53,7 +54,7 @@ def train(
     model, resumable, state, specs = run.model, run.resumable, run.state, setup.specs
     optimizer, scheduler, pad_id = resumable.optimizer, resumable.scheduler, run.pad_id
     main, world = bool(accelerator.is_main_process), accelerator.num_processes
-    k, every = config.tasks_per_step, tc.checkpoint_every or tc.eval_every
+    k, every = config.picks_per_step, tc.checkpoint_every or tc.eval_every
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
     params = count_parameters(resumable.model)
     progress = TrainProgress(tc.max_steps, state.step, enabled=show_progress and main)
@@ -61,14 +62,14 @@ def train(
     model.train()
     while state.step < tc.max_steps:
         picked = [run.names[i] for i in resumable.sampler.sample(state.step, tc.max_steps, k)]
-        draws = {n: resumable.streams[n].next_draw() for n in picked}
-        batch = collate([(specs[n], d.rows) for n, d in draws.items()], pad_id)
+        draws = draw_step(picked, resumable.streams, setup.shares)
+        batch = collate([(specs[n], d.rows) for n, d in draws.items()], pad_id, setup.shares)
         batch = batch.to(accelerator.device)
         units = loss_units(batch, specs, draws) if world > 1 else None
         monitor = tc.monitor_every is not None and (state.step + 1) % tc.monitor_every == 0
         record = train_step(setup, model, batch, accelerator, optimizer, scheduler, monitor, units)
         count_step(state, record, draws)
-        log.write(train_record(state, picked, record))
+        log.write(train_record(state, list(draws), record))
         progress.advance({} if "skipped" in record else record["loss"])
         problem = divergence(state, tc.max_bad_steps, record)
         if problem is not None:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from polytask.config.inputs import check_shared_inputs
 from polytask.config.manifest import listing
 from polytask.config.overrides import parse_overrides, set_path
 from polytask.config.rule import refusal
@@ -32,8 +33,8 @@ from polytask.config.sections import (
 )
 from polytask.config.tasks import TaskConfig
 from polytask.errors import ConfigError
-from polytask.registry import did_you_mean
-from polytask.strict import UNKNOWN_KEY, StrictModel
+from polytask.registry import Problem, did_you_mean
+from polytask.strict import UNKNOWN_KEY, StrictModel, section_errors
 
 __all__ = [
     "ARCHITECTURE_SUPPLIED",
@@ -95,9 +96,14 @@ class RunConfig(StrictModel):
                 "early stopping follows a trained, served task"
             )
         self._check_sources(names)
+        shared = check_shared_inputs(self)
+        if shared:
+            raise section_errors("RunConfig", [Problem((), msg) for msg in shared])
         self._resolve_critical()
-        k = self.sampler.resolve(len(trained))
-        self._check_methods(k, len(trained))
+        units = len(self.units)
+        what = "trained tasks" + (" reading their own rows" if units < len(trained) else "")
+        k = self.sampler.resolve(units, what)  # a task reading another's rows rides along
+        self._check_methods(len(trained) if k == units else k, len(trained))
         return self
 
     def _check_sources(self, names: list[str]) -> None:
@@ -162,11 +168,24 @@ class RunConfig(StrictModel):
         self.train.monitor_every = None
 
     @property
-    def tasks_per_step(self) -> int:
-        """The number of tasks each step trains (``all`` resolved)."""
-        trained = sum(not t.held_out for t in self.tasks)
+    def units(self) -> list[str]:
+        """The trained tasks the sampler picks from: those reading their own rows (a task
+        with ``inputs: OTHER`` is trained whenever ``OTHER`` is, on its rows)."""
+        return [t.name for t in self.tasks if not t.held_out and t.inputs is None]
+
+    @property
+    def picks_per_step(self) -> int:
+        """How many of :attr:`units` each step picks (``all`` resolved)."""
         k = self.sampler.tasks_per_step
-        return trained if k == "all" else int(k)
+        return len(self.units) if k == "all" else int(k)
+
+    @property
+    def tasks_per_step(self) -> int:
+        """The tasks each step trains (at least): every trained task when every unit is
+        picked, else the picks (each brings the tasks reading its rows)."""
+        trained = sum(not t.held_out for t in self.tasks)
+        k = self.picks_per_step
+        return trained if k == len(self.units) else k
 
     @property
     def primary(self) -> str:

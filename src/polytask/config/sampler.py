@@ -48,17 +48,17 @@ class SamplerConfig(BaseModel):
             raise section_errors(type(self).__name__, problems)
         return self
 
-    def resolve(self, n_trained: int) -> int:
+    def resolve(self, n_trained: int, what: str = "trained tasks") -> int:
         """The tasks per step as a number; with all of them, refuse sampler settings (they
         would do nothing) and resolve ``name`` to null. Returns ``k``."""
         k = n_trained if self.tasks_per_step == "all" else int(self.tasks_per_step)
         if k > n_trained:
-            raise ValueError(f"sampler.tasks_per_step={k} exceeds the {n_trained} trained tasks")
+            raise ValueError(f"sampler.tasks_per_step={k} exceeds the {n_trained} {what}")
         if k < n_trained:
             if self.name is None:
                 raise ValueError(
                     f"sampler.name is null, but sampler.tasks_per_step is {k} of the {n_trained} "
-                    "trained tasks: name a sampler (polytask ls), or set tasks_per_step: all"
+                    f"{what}: name a sampler (polytask ls), or set tasks_per_step: all"
                 )
             return k
         named = "name" in self.model_fields_set and self.name is not None
@@ -69,7 +69,7 @@ class SamplerConfig(BaseModel):
         if given:
             raise ValueError(
                 f"{', '.join(given)}: no effect with every task in every step (sampler."
-                f"tasks_per_step: {self.tasks_per_step}, {n_trained} trained tasks): remove "
+                f"tasks_per_step: {self.tasks_per_step}, {n_trained} {what}): remove "
                 f"{'it' if len(given) == 1 else 'them'}"
                 + (f", or set tasks_per_step below {n_trained}" if n_trained > 1 else "")
             )

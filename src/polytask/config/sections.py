@@ -120,6 +120,9 @@ class TrainConfig(StrictModel):
     processes every rank trains on its slice (about ``batch_size / N`` rows), so a run's
     trajectory does not depend on N (``docs/distributed.md``). ``max_bad_steps``: stop after
     this many consecutive steps with a non-finite loss (each is skipped: no update).
+    ``single_input``: how the per-task gradients of tasks reading the same rows
+    (``tasks.N.inputs``) are computed: ``exact`` (default; one activation-gradient pass per
+    task) or ``representation`` (MGDA-UB: the Gramian at the encoder's output, one backward).
     """
 
     batch_size: int = Field(default=32, gt=0)
@@ -138,6 +141,7 @@ class TrainConfig(StrictModel):
     bucket_batches: int = Field(default=50, ge=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     max_bad_steps: int | None = Field(default=5, gt=0)
+    single_input: Literal["exact", "representation"] | None = None
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -78,6 +78,8 @@ class TaskConfig(StrictModel):
     ``held_out: true`` marks a task that is evaluated but never trained on (the sampler
     never picks it): generalisation to an unseen task. ``instruction`` (required by, and
     only for, ``instruction`` tasks) holds the prompt template and how labels become answers.
+    ``inputs: OTHER`` reads the rows of task ``OTHER`` (same data, same text columns): the
+    two are drawn together and their rows encoded once per step (:mod:`polytask.config.inputs`).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -93,6 +95,7 @@ class TaskConfig(StrictModel):
     max_length: int | None = Field(default=None, ge=8)
     held_out: bool = False
     instruction: InstructionConfig | None = None
+    inputs: str | None = None
 
     @model_validator(mode="before")
     @classmethod

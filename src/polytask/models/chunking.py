@@ -15,17 +15,29 @@ call to the tasks' rows; one backward still gives exact per-task gradients.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from polytask.segments import Chunk, Segment, plan_chunks
-from polytask.tasks import task_type
+from polytask.tasks import TaskSpec, task_type
 
-if TYPE_CHECKING:
-    from polytask.models.base import MultiTaskModel
+
+class ChunkedModel(Protocol):
+    """What a chunked forward needs of the model (``MultiTaskModel``, which calls it)."""
+
+    specs: dict[str, TaskSpec]
+    chunk_rows: Tensor | None
+
+    def forward_rows(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor | None,
+        segments: list[Segment],
+    ) -> dict[str, Tensor]: ...
 
 
 def row_extents(attention_mask: Tensor) -> list[int]:
@@ -44,7 +56,7 @@ def chunk_plan(attention_mask: Tensor, segments: list[Segment]) -> list[Chunk]:
 
 
 def forward_in_chunks(
-    model: MultiTaskModel,
+    model: ChunkedModel,
     chunks: list[Chunk],
     input_ids: Tensor,
     attention_mask: Tensor,
@@ -91,7 +103,7 @@ def forward_in_chunks(
 
 
 def _merge(
-    model: MultiTaskModel, task: str, parts: list[tuple[Tensor, Tensor]], width: int
+    model: ChunkedModel, task: str, parts: list[tuple[Tensor, Tensor]], width: int
 ) -> Tensor:
     """One task's chunk outputs in its row order; token outputs ``[n, width, ...]`` as from
     one padded forward (zeros at the padding positions, which no loss reads)."""

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
@@ -36,8 +36,10 @@ class Objective(nn.Module):
         task_weights: dict[str, float],
         weighting: LossWeighting,
         aggregator: Aggregator,
+        single_input: Literal["exact", "representation"] = "exact",
     ) -> None:
         super().__init__()
+        self.single_input = single_input  # per-task gradients of tasks reading the same rows
         self.tasks = list(tasks)
         self.task_weights = dict(task_weights)
         self.weighting = weighting
@@ -63,9 +65,10 @@ class Objective(nn.Module):
                 f"{type(self.aggregator).__name__}/{type(self.weighting).__name__} need "
                 "trainable shared parameters; this model has none"
             )
-        self._engine = PerTaskGradients(model) if self.needs_task_gradients else None
+        mode = self.single_input
+        self._engine = PerTaskGradients(model, mode) if self.needs_task_gradients else None
         self._monitor = (
-            PerTaskGradients(model)
+            PerTaskGradients(model, mode)
             if monitor and self._engine is None and model.shared_parameters()
             else None
         )
@@ -239,6 +242,7 @@ def build_objective(
     kinds: list[str],
     weighting: tuple[str, dict[str, Any]],
     aggregator: tuple[str, dict[str, Any]],
+    single_input: Literal["exact", "representation"] = "exact",
 ) -> Objective:
     """Build from plain arguments: task names, static weights, task kinds, (name, kwargs) pairs.
 
@@ -252,7 +256,7 @@ def build_objective(
     built_w = build(WEIGHTINGS, w_name, w_kwargs, n, "weighting")
     built_a = build(AGGREGATORS, aggregator[0], aggregator[1], n, "aggregator")
     assert isinstance(built_w, LossWeighting) and isinstance(built_a, Aggregator)
-    return Objective(tasks, task_weights, built_w, built_a)
+    return Objective(tasks, task_weights, built_w, built_a, single_input)
 
 
 def _arguments(cls: type) -> list[str]:

@@ -40,7 +40,7 @@ class Prepared:
     model: Any  # the prepared model (DDP-wrapped when distributed); resumable.model: unwrapped
     resumable: Resumable
     state: TrainState
-    names: list[str]  # the tasks the sampler picks (held-out tasks are never trained)
+    names: list[str]  # the tasks the sampler picks (trained, reading their own rows)
     pad_id: int
     writes_checkpoints: bool  # False under FSDP/DeepSpeed: no resumable checkpoint/ (docs)
 
@@ -73,6 +73,7 @@ def prepare_training(
     if accelerator.process_index > 0:  # its own dropout masks; rank 0 keeps a 1-process run's
         set_seed(config.seed, device_specific=True)
     names = [n for n, s in setup.specs.items() if not s.held_out]
+    units = [n for n in names if n not in setup.shares]  # the others ride on their rows
     optimizer, scheduler = build_optimization(setup)
     set_deepspeed_batch(accelerator, tc.batch_size)
     model, optimizer, scheduler = accelerator.prepare(setup.model, optimizer, scheduler)
@@ -83,14 +84,14 @@ def prepare_training(
         model=accelerator.unwrap_model(model),
         optimizer=optimizer,
         scheduler=scheduler,
-        sampler=build_sampler(sc.name, _sizes(setup, names), config.seed, sc.kwargs),
+        sampler=build_sampler(sc.name, _sizes(setup, units), config.seed, sc.kwargs),
         streams=task_streams(config, setup, names, accelerator),
         objective=setup.objective,
     )
     state = start_run_dir(run_dir, config, setup, resumable, resume_from, accelerator)
     pad_id = int(setup.tokenizer.pad_token_id or 0)
     writes_checkpoints = not weights_sharded(accelerator)  # FSDP/DeepSpeed: none (docs)
-    return Prepared(model, resumable, state, names, pad_id, writes_checkpoints)
+    return Prepared(model, resumable, state, units, pad_id, writes_checkpoints)
 
 
 def _sizes(setup: Setup, names: list[str]) -> list[int]:

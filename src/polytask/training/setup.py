@@ -4,7 +4,7 @@ model, objective (:func:`build`), and the optimiser with its schedule
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import set_seed
@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from polytask.config.run import RunConfig
 from polytask.data.loading import load_task_data
 from polytask.data.read import TaskData
-from polytask.errors import ConfigError
+from polytask.errors import ConfigError, DataError
 from polytask.models import ARCHITECTURES, MultiTaskModel
 from polytask.objective import Objective, build_objective
 from polytask.tasks import TaskSpec
@@ -32,6 +32,8 @@ class Setup:
     objective: Objective
     #: gradient clipping of the step (``train.max_grad_norm``; None: no clipping)
     max_grad_norm: float | None = None
+    #: tasks reading another task's rows (``tasks.N.inputs``): task -> the task it reads
+    shares: dict[str, str] = field(default_factory=dict)
 
     @property
     def specs(self) -> dict[str, TaskSpec]:
@@ -61,6 +63,8 @@ def build(config: RunConfig) -> Setup:
         )
     except ValueError as exc:  # an argument that does not fit this encoder or these tasks
         raise ConfigError(f"architecture: {arch.name}: {exc}") from None
+    shares = {t.name: t.inputs for t in config.tasks if t.inputs is not None}
+    check_shared_rows(shares, data, arch.name, type(model))
     specs = [d.spec for d in data.values() if not d.spec.held_out]  # held-out: evaluated only
     objective = build_objective(
         [s.name for s in specs],
@@ -68,8 +72,32 @@ def build(config: RunConfig) -> Setup:
         ["regression" if s.type == "regression" else "classification" for s in specs],
         (config.weighting.name, config.weighting.kwargs),
         (config.aggregator.name, config.aggregator.kwargs),
+        config.train.single_input or "exact",
     )
-    return Setup(config, tokenizer, data, model, objective, config.train.max_grad_norm)
+    return Setup(config, tokenizer, data, model, objective, config.train.max_grad_norm, shares)
+
+
+def check_shared_rows(
+    shares: dict[str, str], data: dict[str, TaskData], arch: str, model: type[MultiTaskModel]
+) -> None:
+    """A task reading another's rows (``tasks.N.inputs``) must have the same encoded rows,
+    split by split and row for row, and an architecture that encodes shared rows once."""
+    for task, source in shares.items():
+        if not model.encodes_shared_rows_once:
+            raise ConfigError(
+                f"tasks.{task}.inputs: architecture '{arch}' runs its encoder once per task, "
+                "so shared rows would still be encoded once per task; use hard, mmoe or "
+                "switch, or remove inputs"
+            )
+        mine, theirs = data[task].splits, data[source].splits
+        for split in sorted(set(mine) | set(theirs)):
+            a, b = mine.get(split), theirs.get(split)
+            if a is None or b is None or len(a) != len(b) or a["input_ids"] != b["input_ids"]:
+                raise DataError(
+                    f"tasks.{task}.inputs: the {split} rows of '{task}' and '{source}' differ "
+                    "(same file and text columns, but other rows after loading: a subset or "
+                    "a filter differs); give both tasks the same rows"
+                )
 
 
 def build_optimization(setup: Setup) -> tuple[torch.optim.Optimizer, LambdaLR]:

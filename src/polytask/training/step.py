@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from accelerate import Accelerator
 
-from polytask.data.batching import Batch, Draw
+from polytask.data.batching import Batch, Draw, TaskStream
 from polytask.distributed import sync_losses
 from polytask.errors import PolytaskError
 from polytask.models import MultiTaskModel
@@ -47,6 +47,26 @@ def task_losses(
         )
         for s in batch.segments
     }
+
+
+def draw_step(
+    picked: list[str], streams: dict[str, TaskStream], shares: dict[str, str]
+) -> dict[str, Draw]:
+    """The step's draws of the ``picked`` tasks. A task reading another task's rows
+    (``tasks.N.inputs``, ``shares``) comes with that task, on its draw: picking either one
+    trains both on the same rows (encoded once, see :func:`polytask.data.batching.collate`)."""
+    readers: dict[str, list[str]] = {}
+    for task, source in shares.items():
+        readers.setdefault(source, []).append(task)
+    draws: dict[str, Draw] = {}
+    for name in picked:
+        source = shares.get(name, name)
+        if source in draws:
+            continue
+        draw = draws[source] = streams[source].next_draw()
+        for task in readers.get(source, []):
+            draws[task] = streams[task].draw(draw.indices, draw.epoch)
+    return draws
 
 
 def loss_units(batch: Batch, specs: dict[str, TaskSpec], draws: dict[str, Draw]) -> dict[str, int]:
