@@ -95,14 +95,30 @@ def test_bad_shared_inputs_are_refused_at_load(
         config_from_dict(config, "shared.yaml")
 
 
-def test_an_architecture_that_encodes_per_task_is_refused(
+def test_an_architecture_that_encodes_per_task_is_refused_at_load(
     tiny_encoder: Path, tmp_path: Path
 ) -> None:
-    from polytask.training.setup import build
-
     config = shared_config(tiny_encoder, shared_files(tmp_path), architecture={"name": "soft"})
     with pytest.raises(ConfigError, match=re.escape("tasks.size.inputs: architecture 'soft'")):
-        build(config_from_dict(config, "shared.yaml"))
+        config_from_dict(config, "shared.yaml")
+
+
+def test_rows_that_differ_after_loading_are_refused() -> None:
+    import datasets
+
+    from polytask.data.source import TaskData
+    from polytask.errors import DataError
+    from polytask.training.setup import check_shared_rows
+
+    def task(ids: list[list[int]]) -> Any:
+        spec = TaskSpec(name="x", type="regression")
+        return TaskData(spec, {"train": datasets.Dataset.from_dict({"input_ids": ids})})
+
+    same = {"a": task([[1, 2], [3]]), "b": task([[1, 2], [3]])}
+    check_shared_rows({"b": "a"}, same)  # the same rows: accepted
+    other = {"a": task([[1, 2], [3]]), "b": task([[1, 2], [4]])}
+    with pytest.raises(DataError, match="the train rows of 'b' and 'a' differ"):
+        check_shared_rows({"b": "a"}, other)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from polytask.config.manifest import listing
 from polytask.registry import did_you_mean
 
 #: task types whose inputs are built per task (a prompt, or a language-modelling text)
@@ -63,6 +64,15 @@ def _mismatch(name: str, source_name: str, config: Any) -> str | None:
             return f"'{t.name}' is an {t.type} task: its inputs are built per task"
         if t.held_out:
             return f"'{t.name}' is held out (never trained): no step shares its rows"
+    arch = config.architecture.name
+    if (
+        arch in listing("architectures")
+        and not listing("architectures").get(arch).encodes_shared_rows_once
+    ):
+        return (
+            f"architecture '{arch}' runs its encoder once per task, so shared rows would "
+            "still be encoded once per task; use hard, mmoe or switch, or remove inputs"
+        )
     if task.data != source.data:
         return f"'{name}' and '{source.name}' must read the same data (their data sections differ)"
     if (task.columns.text, task.columns.text_pair) != (

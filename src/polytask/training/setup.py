@@ -64,7 +64,7 @@ def build(config: RunConfig) -> Setup:
     except ValueError as exc:  # an argument that does not fit this encoder or these tasks
         raise ConfigError(f"architecture: {arch.name}: {exc}") from None
     shares = {t.name: t.inputs for t in config.tasks if t.inputs is not None}
-    check_shared_rows(shares, data, arch.name, type(model))
+    check_shared_rows(shares, data)
     specs = [d.spec for d in data.values() if not d.spec.held_out]  # held-out: evaluated only
     objective = build_objective(
         [s.name for s in specs],
@@ -77,18 +77,10 @@ def build(config: RunConfig) -> Setup:
     return Setup(config, tokenizer, data, model, objective, config.train.max_grad_norm, shares)
 
 
-def check_shared_rows(
-    shares: dict[str, str], data: dict[str, TaskData], arch: str, model: type[MultiTaskModel]
-) -> None:
+def check_shared_rows(shares: dict[str, str], data: dict[str, TaskData]) -> None:
     """A task reading another's rows (``tasks.N.inputs``) must have the same encoded rows,
-    split by split and row for row, and an architecture that encodes shared rows once."""
+    split by split and row for row (the config checked the data sections and columns)."""
     for task, source in shares.items():
-        if not model.encodes_shared_rows_once:
-            raise ConfigError(
-                f"tasks.{task}.inputs: architecture '{arch}' runs its encoder once per task, "
-                "so shared rows would still be encoded once per task; use hard, mmoe or "
-                "switch, or remove inputs"
-            )
         mine, theirs = data[task].splits, data[source].splits
         for split in sorted(set(mine) | set(theirs)):
             a, b = mine.get(split), theirs.get(split)
