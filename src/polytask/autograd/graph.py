@@ -38,14 +38,18 @@ def unsupported_modules(model: nn.Module, shared: dict[int, nn.Parameter]) -> li
 def use_counts(
     roots: Sequence[Node], stop: Sequence[GradientEdge] = ()
 ) -> tuple[Counter[int], set[Node]]:
-    """Walk the graph from ``roots``: edges into each leaf's accumulator (by ``id``), nodes seen.
+    """Walk the graph from ``roots``: uses of each leaf (by ``id``), nodes seen.
 
-    Each use of a parameter in an op adds one edge, so comparing these counts with the
-    hooked calls proves that no shared parameter is used outside a hooked module (e.g. an
-    ``nn.Embedding`` weight read directly, as DeBERTa does for relative positions). The edges
-    ``stop`` are not followed.
+    Each use of a parameter in an op adds one edge into its accumulator, so comparing these
+    counts with the hooked calls proves that no shared parameter is used outside a hooked
+    module (e.g. an ``nn.Embedding`` weight read directly, as DeBERTa does for relative
+    positions). Under autocast a weight is cast once and the cast reused by every call in the
+    region (a forward in length chunks calls each layer once per chunk): a leaf reached
+    through a cast counts the uses of that cast. The edges ``stop`` are not followed.
     """
     stops = {(edge.node, edge.output_nr) for edge in stop}
+    into: Counter[Node] = Counter()  # edges into each node from the nodes seen
+    casts: dict[Node, int] = {}  # a cast node whose only input is a leaf: that leaf's id
     counts: Counter[int] = Counter()
     seen: set[Node] = set()
     stack = list(roots)
@@ -54,13 +58,22 @@ def use_counts(
         if node in seen:
             continue
         seen.add(node)
-        for child, nr in node.next_functions:
-            if child is None or (child, nr) in stops:
+        inputs = [(c, nr) for c, nr in node.next_functions if c is not None]
+        if node.name().startswith("ToCopyBackward") and len(inputs) == 1:
+            leaf = getattr(inputs[0][0], "variable", None)
+            if leaf is not None:
+                casts[node] = id(leaf)
                 continue
+        for child, nr in inputs:
+            if (child, nr) in stops:
+                continue
+            into[child] += 1
             variable = getattr(child, "variable", None)
             if variable is not None:
                 counts[id(variable)] += 1
             stack.append(child)
+    for node, leaf in casts.items():
+        counts[leaf] += into[node]
     return counts, seen
 
 
