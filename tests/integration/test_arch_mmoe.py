@@ -46,6 +46,7 @@ def test_mmoe_real_encoder(tmp_path: Path) -> None:
     out = tmp_path / "run"
     final = train(config, out, show_progress=False)
     records = [r for r in read_records(out / "metrics.jsonl") if r["event"] == "train"]
+
     # the objective (the summed loss) falls over 16 steps; one task's loss need not: three-way
     # sentiment sits at ln 3 ≈ 1.10 for the first steps (4-step means 1.1077 -> 1.1098 once
     # the length-chunked forward changed the dropout draws), while ner and movies fall
