@@ -251,6 +251,13 @@ def test_compare_end_to_end(
     assert sorted(p.name for p in out.iterdir()) == [
         "check.json", "compare.json", "compare.md", "multi", "single-reg", "single-sent"
     ]  # fmt: skip
+    runs = [
+        *summary["runs"]["multi"],
+        *(r for rs in summary["runs"]["single"].values() for r in rs),
+    ]
+    for run in runs:  # a finished run keeps its best model, not its resumable checkpoint
+        assert (out / run / "model").is_dir() and (out / run / "final_metrics.json").is_file()
+        assert not (out / run / "checkpoint").exists(), run
     budget = summary["budget"]
     assert budget["mode"] == "matched"
     multis = [

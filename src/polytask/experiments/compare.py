@@ -199,6 +199,7 @@ def compare(
     ``log`` (if given) hears one line before each run.
     """
     from polytask.train import train
+    from polytask.training.state import CHECKPOINT
 
     check_comparable(config, seeds, budget)
     tasks, tc = served_tasks(config), config.train
@@ -216,7 +217,11 @@ def compare(
         if log is not None:
             done = len(multi) + sum(len(v) for v in single.values())
             log(f"[{done + 1}/{total}] {what}, seed {cfg.seed}: {folder / relative}")
-        return train(cfg, folder / relative, overwrite=overwrite, show_progress=show_progress)
+        finished = train(cfg, folder / relative, overwrite=overwrite, show_progress=show_progress)
+        # a finished run is never resumed: drop its resumable checkpoint (model, optimiser
+        # and sampler states, about two thirds of a run's disk); model/ stays for serving
+        shutil.rmtree(folder / relative / CHECKPOINT, ignore_errors=True)
+        return finished
 
     for seed in seed_list:
         seeded = seed_config(config, seed)
