@@ -370,9 +370,45 @@ def test_cli_refuses_a_non_empty_directory(
     code, _, stderr = cli(monkeypatch, capsys, "compare", str(config), "-o", str(out))
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, stderr
-    assert "already exists and is not empty; pass --overwrite" in lines[0]
+    assert "already exists and is not empty; pass --resume to reuse its finished runs" in lines[0]
     assert [p.name for p in out.iterdir()] == ["notes.txt"]  # nothing trained
     code, _, stderr = cli(
         monkeypatch, capsys, "compare", str(config), "-o", str(out), "--seeds", "0"
     )
     assert code == 2 and "--seeds must be >= 1, not 0" in stderr
+
+
+def test_resume_reuses_finished_runs_and_trains_the_rest(
+    tmp_path: Path, tiny_encoder: Path, task_files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupted comparison (a baseline without final_metrics.json) goes on with
+    --resume: only that run trains again; a run finished with another config is retrained."""
+    import polytask.train
+
+    config = load_config(_two_tasks(tmp_path, tiny_encoder, task_files))
+    out = tmp_path / "cmp"
+    first = compare(config, out, show_progress=False)
+    (out / "single-reg/seed-7/final_metrics.json").unlink()  # killed before it finished
+    trained: list[str] = []
+    real = polytask.train.train
+
+    def spy(cfg: RunConfig, output: Path, **kwargs: Any) -> dict[str, Any]:
+        trained.append(str(Path(output).relative_to(out)))
+        return real(cfg, output, **kwargs)
+
+    monkeypatch.setattr(polytask.train, "train", spy)
+    lines: list[str] = []
+    again = compare(config, out, show_progress=False, resume=True, log=lines.append)
+    assert trained == ["single-reg/seed-7"]
+    assert sum("reused (finished with this config)" in line for line in lines) == 2
+    assert again["tasks"]["sent"] == first["tasks"]["sent"]  # the reused runs' numbers
+    assert (out / "single-reg/seed-7/final_metrics.json").is_file()
+    # another config (a different lr): every run is trained again, replacing the old ones
+    trained.clear()
+    other = config.model_copy(update={"train": config.train.model_copy(update={"lr": 5e-4})})
+    compare(other, out, show_progress=False, resume=True)
+    assert sorted(trained) == ["multi/seed-7", "single-reg/seed-7", "single-sent/seed-7"]
+    with pytest.raises(PolytaskError, match="--overwrite and --resume exclude each other"):
+        compare(config, out, show_progress=False, resume=True, overwrite=True)
+    with pytest.raises(PolytaskError, match="pass --resume to reuse its finished runs"):
+        compare(config, out, show_progress=False)

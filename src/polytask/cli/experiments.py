@@ -53,6 +53,9 @@ def compare(
         str, typer.Option(help="matched (baseline steps = the task's multi-task updates) or steps")
     ] = "matched",
     overwrite: Annotated[bool, typer.Option(help="replace an earlier comparison in --out")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="reuse the runs of --out that finished with this config")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress")] = False,
 ) -> None:
     """Multi-task model vs one single-task baseline per task: table, Δm% and verdict."""
@@ -66,7 +69,15 @@ def compare(
     config = load_config(config_path, overrides)
     log = None if quiet else (lambda line: err.print(line, highlight=False, markup=False))
     summary = run_compare(
-        config, out, seeds, budget, overwrite, show_progress=not quiet, source=config_path, log=log
+        config,
+        out,
+        seeds,
+        budget,
+        overwrite,
+        show_progress=not quiet,
+        source=config_path,
+        log=log,
+        resume=resume,
     )
     console = Console(soft_wrap=True, highlight=False)
     console.print(markdown(summary), markup=False)

@@ -20,6 +20,7 @@ the run directories ``multi/seed-<s>/`` and ``single-<task>/seed-<s>/``.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -167,20 +168,64 @@ def _budget_record(
     }
 
 
-def _prepare_folder(folder: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder without ``overwrite``; with it, drop an earlier comparison's
-    runs and summary (other files, e.g. ``check.json``, stay)."""
+def _prepare_folder(folder: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse a non-empty folder without ``overwrite`` or ``resume``; with ``overwrite``, drop
+    an earlier comparison's runs and summary (other files, e.g. ``check.json``, stay); with
+    ``resume``, keep them (finished runs are reused, see :func:`finished_run`)."""
+    if overwrite and resume:
+        raise PolytaskError("--overwrite and --resume exclude each other: choose one")
     if folder.exists() and not folder.is_dir():
         raise PolytaskError(f"{folder} exists and is not a directory")
-    if not folder.exists() or not any(folder.iterdir()):
+    if resume or not folder.exists() or not any(folder.iterdir()):
         return
     if not overwrite:
-        raise PolytaskError(f"{folder} already exists and is not empty; pass --overwrite")
+        raise PolytaskError(
+            f"{folder} already exists and is not empty; pass --resume to reuse its finished "
+            "runs, or --overwrite to replace them"
+        )
     for path in [folder / "multi", *folder.glob("single-*")]:
         if path.is_dir():
             shutil.rmtree(path)
     for name in ("compare.json", "compare.md"):
         (folder / name).unlink(missing_ok=True)
+
+
+def finished_run(config: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The ``final_metrics.json`` of ``run_dir`` if that run finished training ``config``
+    (its ``config.yaml`` is the one this config writes), else None."""
+    from polytask.config.run import dump_config
+
+    saved, final = run_dir / "config.yaml", run_dir / "final_metrics.json"
+    if not (saved.is_file() and final.is_file()):
+        return None
+    if saved.read_text("utf-8") != dump_config(config):
+        return None
+    try:
+        metrics: dict[str, Any] = json.loads(final.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics
+
+
+def _runs_record(tasks: list[str], seeds: list[int]) -> dict[str, Any]:
+    return {
+        "multi": [multi_dir(s) for s in seeds],
+        "single": {t: [single_dir(t, s) for s in seeds] for t in tasks},
+    }
+
+
+def train_run(
+    config: RunConfig, run_dir: Path, overwrite: bool, show_progress: bool
+) -> dict[str, Any]:
+    """Train one run of the comparison; a finished run is never resumed, so its resumable
+    checkpoint (model, optimiser and sampler states, about two thirds of a run's disk) is
+    dropped; ``model/`` stays for serving."""
+    from polytask.train import train
+    from polytask.training.state import CHECKPOINT
+
+    final = train(config, run_dir, overwrite=overwrite, show_progress=show_progress)
+    shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)
+    return final
 
 
 def compare(
@@ -192,21 +237,20 @@ def compare(
     show_progress: bool = True,
     source: str = "config",
     log: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train the multi-task run and every baseline per seed into ``out``; write the summary.
 
     Returns the dict written to ``compare.json``; ``source`` names the config in it and
-    ``log`` (if given) hears one line before each run.
-    """
-    from polytask.train import train
-    from polytask.training.state import CHECKPOINT
-
+    ``log`` (if given) hears one line before each run. ``resume``: reuse each run of ``out``
+    that finished with the very config it would be trained with (:func:`finished_run`); a
+    run left unfinished, or of another config, is trained again."""
     check_comparable(config, seeds, budget)
     tasks, tc = served_tasks(config), config.train
     for task in tasks:  # every baseline is a valid config before anything is trained
         baseline_config(config, task, config.seed, tc.max_steps, tc.eval_every)
     folder = Path(out)
-    _prepare_folder(folder, overwrite)
+    _prepare_folder(folder, overwrite, resume)
     seed_list = [config.seed + i for i in range(seeds)]
     multi: list[dict[str, Any]] = []
     single: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks}
@@ -214,14 +258,14 @@ def compare(
     total = seeds * (1 + len(tasks))
 
     def run(cfg: RunConfig, relative: str, what: str) -> dict[str, Any]:
+        reused = finished_run(cfg, folder / relative) if resume else None
         if log is not None:
             done = len(multi) + sum(len(v) for v in single.values())
-            log(f"[{done + 1}/{total}] {what}, seed {cfg.seed}: {folder / relative}")
-        finished = train(cfg, folder / relative, overwrite=overwrite, show_progress=show_progress)
-        # a finished run is never resumed: drop its resumable checkpoint (model, optimiser
-        # and sampler states, about two thirds of a run's disk); model/ stays for serving
-        shutil.rmtree(folder / relative / CHECKPOINT, ignore_errors=True)
-        return finished
+            how = " reused (finished with this config)" if reused is not None else ""
+            log(f"[{done + 1}/{total}] {what}, seed {cfg.seed}: {folder / relative}{how}")
+        if reused is not None:
+            return reused
+        return train_run(cfg, folder / relative, overwrite or resume, show_progress)
 
     for seed in seed_list:
         seeded = seed_config(config, seed)
@@ -231,19 +275,15 @@ def compare(
             limits[task].append((steps, every))
             baseline = baseline_config(config, task, seed, steps, every)
             single[task].append(run(baseline, single_dir(task, seed), f"baseline {task}"))
-    summary = summarize(
-        multi, single, {t.name: t.type for t in config.tasks}, critical_tasks(config)
-    )
+    types = {t.name: t.type for t in config.tasks}
+    summary = summarize(multi, single, types, critical_tasks(config))
     result = {
         "config": source,
         "seeds": seed_list,
         "auxiliary": [t.name for t in config.tasks if t.auxiliary],
         "budget": _budget_record(budget, config, multi, single, limits),
         **summary,
-        "runs": {
-            "multi": [multi_dir(s) for s in seed_list],
-            "single": {t: [single_dir(t, s) for s in seed_list] for t in tasks},
-        },
+        "runs": _runs_record(tasks, seed_list),
     }
     write_json(folder / "compare.json", result)
     (folder / "compare.md").write_text(markdown(result), "utf-8")
