@@ -59,12 +59,11 @@ class MultiTaskModel(nn.Module, ABC):
         """Each present task's head output. Rows of very different lengths (a long task next
         to short ones) are computed in length chunks, each at its own padded width, so a
         step costs its real tokens; the outputs are those of one padded forward."""
-        chunks = chunk_plan(attention_mask, segments) if self.chunks_rows else []
+        # extra arguments (labels=) are per row of the whole batch: one call (causal LM)
+        chunks = chunk_plan(attention_mask, segments) if self.chunks_rows and not kwargs else []
         if not chunks:
             return self.forward_rows(input_ids, attention_mask, token_type_ids, segments, **kwargs)
-        return forward_in_chunks(
-            self, chunks, input_ids, attention_mask, token_type_ids, segments, **kwargs
-        )
+        return forward_in_chunks(self, chunks, input_ids, attention_mask, token_type_ids, segments)
 
     @abstractmethod
     def forward_rows(

@@ -15,7 +15,7 @@ call to the tasks' rows; one backward still gives exact per-task gradients.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -62,8 +62,6 @@ def forward_in_chunks(
     attention_mask: Tensor,
     token_type_ids: Tensor | None,
     segments: list[Segment],
-    labels: dict[str, Tensor] | None = None,
-    **kwargs: Any,
 ) -> dict[str, Tensor]:
     """``model.forward_rows`` once per chunk; each task's outputs in its segment's row order."""
     pieces: dict[str, list[tuple[Tensor, Tensor]]] = {}  # task: (its rows' positions, output)
@@ -81,18 +79,12 @@ def forward_in_chunks(
             if not local:
                 continue
             cut = slice(0, chunk.width)
-            extra = dict(kwargs)
-            if labels is not None:
-                extra["labels"] = {
-                    t: labels[t][positions[t].to(labels[t].device)] for t in positions
-                }
             model.chunk_rows = rows
             out = model.forward_rows(
                 input_ids[rows, cut],
                 attention_mask[rows, cut],
                 None if token_type_ids is None else token_type_ids[rows, cut],
                 local,
-                **extra,
             )
             for task, value in out.items():
                 pieces.setdefault(task, []).append((positions[task], value))
