@@ -180,3 +180,20 @@ def test_switch_balance_loss_counts_every_chunk() -> None:
     want = plain.regularization()["load_balance"]
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     assert chunked.report() == plain.report()  # routing shares: the same tokens counted
+
+
+def test_a_tied_weight_adds_its_layer_and_embedding_pieces_in_either_order() -> None:
+    """The MLM head's decoder is the word-embedding matrix: its dense piece and an
+    embedding's rows piece meet in any order (a chunked forward calls both per chunk)."""
+    from polytask.autograd.pieces import Piece, add_piece
+
+    dense = torch.randn(2, 5, 3)
+    rows, values = torch.tensor([1, 3]), torch.randn(2, 2, 3)
+    want = dense.clone()
+    want[:, rows] += values
+    for first, second in ((Piece(dense.clone()), Piece(values, rows)),
+                          (Piece(values, rows), Piece(dense.clone()))):  # fmt: skip
+        pieces: dict[int, Piece] = {}
+        add_piece(pieces, 0, first)
+        add_piece(pieces, 0, second)
+        torch.testing.assert_close(pieces[0].full(torch.Size([5, 3])), want)

@@ -49,8 +49,10 @@ def add_piece(pieces: dict[int, Piece], key: int, piece: Piece) -> None:
         pieces[key] = piece
     elif old.rows is None and piece.rows is None:
         old.values += piece.values
+    elif old.rows is None or piece.rows is None:  # a tied weight: a layer's and embedding rows
+        dense, rows_piece = (old, piece) if old.rows is None else (piece, old)
+        pieces[key] = Piece(dense.values + rows_piece.full(dense.values.shape[1:]))
     else:
-        assert old.rows is not None and piece.rows is not None
         rows, inverse = torch.unique(torch.cat([old.rows, piece.rows]), return_inverse=True)
         values = old.values.new_zeros(old.values.shape[0], len(rows), *old.values.shape[2:])
         values.index_add_(1, inverse, torch.cat([old.values, piece.values], dim=1))
