@@ -56,11 +56,11 @@ def train(
     main, world = bool(accelerator.is_main_process), accelerator.num_processes
     k, every = config.picks_per_step, tc.checkpoint_every or tc.eval_every
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
-    params = count_parameters(resumable.model)
     progress = TrainProgress(tc.max_steps, state.step, enabled=show_progress and main)
     started = time.perf_counter() - state.seconds
     model.train()
     while state.step < tc.max_steps:
+        step_started = time.perf_counter()
         picked = [run.names[i] for i in resumable.sampler.sample(state.step, tc.max_steps, k)]
         draws = draw_step(picked, resumable.streams, setup.shares)
         batch = collate([(specs[n], d.rows) for n, d in draws.items()], pad_id, setup.shares)
@@ -68,7 +68,7 @@ def train(
         units = loss_units(batch, specs, draws) if world > 1 else None
         monitor = tc.monitor_every is not None and (state.step + 1) % tc.monitor_every == 0
         record = train_step(setup, model, batch, accelerator, optimizer, scheduler, monitor, units)
-        count_step(state, record, draws)
+        count_step(state, record, draws, step_started)
         log.write(train_record(state, list(draws), record))
         progress.advance({} if "skipped" in record else record["loss"])
         problem = divergence(state, tc.max_bad_steps, record)
@@ -91,4 +91,4 @@ def train(
     log.close()
     state.seconds = time.perf_counter() - started
     accelerator.wait_for_everyone()  # the best model folder is complete before all read it
-    return finish(setup, run_dir, state, params, accelerator, pad_id)
+    return finish(setup, run_dir, state, count_parameters(resumable.model), accelerator, pad_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -57,8 +57,22 @@ def compare(
         bool, typer.Option(help="reuse the runs of --out that finished with this config")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress")] = False,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            help="leaderboard: comma-separated weightings/aggregators, e.g. equal,famo,pcgrad "
+            "(the first one sets the baselines' matched budget)"
+        ),
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="leaderboard entry 'LABEL:key=value key=value' (the config with those "
+            "overrides); repeatable"
+        ),
+    ] = None,
 ) -> None:
-    """Multi-task model vs one single-task baseline per task: table, Δm% and verdict."""
+    """Multi-task vs single-task baselines (Δm%, verdict); --methods: a ranked leaderboard."""
     from polytask.config.run import load_config
     from polytask.experiments.compare import compare as run_compare
     from polytask.experiments.summary import markdown
@@ -68,6 +82,15 @@ def compare(
         raise PolytaskError("compare needs a CONFIG file (or 'demo') with two or more tasks")
     config = load_config(config_path, overrides)
     log = None if quiet else (lambda line: err.print(line, highlight=False, markup=False))
+    if methods is not None or variant:
+        from polytask.experiments import leaderboard
+
+        entries = leaderboard.parse_methods(methods, variant)
+        board = leaderboard.leaderboard(
+            config, entries, out, seeds, budget, overwrite, resume, not quiet, config_path, log
+        )
+        _print_leaderboard(board, out)
+        return
     summary = run_compare(
         config,
         out,
@@ -82,6 +105,14 @@ def compare(
     console = Console(soft_wrap=True, highlight=False)
     console.print(markdown(summary), markup=False)
     console.print(f"written: {out / 'compare.json'}, {out / 'compare.md'}")
+
+
+def _print_leaderboard(board: dict[str, Any], out: Path) -> None:
+    from polytask.experiments.leaderboard_text import markdown
+
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(markdown(board), markup=False)
+    console.print(f"written: {out / 'leaderboard.json'}, {out / 'leaderboard.md'}")
 
 
 def diversity(

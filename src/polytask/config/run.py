@@ -57,7 +57,7 @@ __all__ = [
 
 DEMO_CONFIG = "demo"
 #: configs shipped in ``polytask/configs/``: a config argument may name one (``instruct``)
-PACKAGED_CONFIGS = ("demo", "instruct", "diversity_single", "diversity_mixed")
+PACKAGED_CONFIGS = ("demo", "sentiment_transfer", "instruct", "diversity_single", "diversity_mixed")
 
 
 class RunConfig(StrictModel):

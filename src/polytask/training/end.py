@@ -113,6 +113,7 @@ def finish(
         "best_step": state.best_step,
         "steps": state.step,
         "train_seconds": round(state.seconds, 1),
+        "step_seconds": round(state.step_seconds, 3),
         "examples_seen": state.examples,
         "updates": state.updates,
         "skipped_steps": state.skipped_steps,

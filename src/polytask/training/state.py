@@ -36,6 +36,8 @@ class TrainState:
     best_validation: dict[str, Any] | None = None
     bad_evals: int = 0
     seconds: float = 0.0
+    #: wall time inside the steps (draw, collate, forward, backward, update), not evaluation
+    step_seconds: float = 0.0
     skipped_steps: int = 0  # steps skipped for a non-finite loss (no update)
     bad_streak: int = 0  # consecutive skipped steps up to now
 

@@ -9,6 +9,7 @@ backward, no update, the same decision on every rank.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -127,9 +128,13 @@ def train_step(
     return {"loss": _rounded(synced.values), "lr": scheduler.get_last_lr()[0], **extra}
 
 
-def count_step(state: TrainState, record: dict[str, Any], draws: dict[str, Draw]) -> None:
-    """Advance the run's counters: examples and updates per task, or a skipped step."""
+def count_step(
+    state: TrainState, record: dict[str, Any], draws: dict[str, Draw], started: float
+) -> None:
+    """Advance the run's counters: examples and updates per task, or a skipped step; the
+    step's wall time since ``started`` (``time.perf_counter()``) is added to step_seconds."""
     state.step += 1
+    state.step_seconds += time.perf_counter() - started
     if "skipped" in record:
         state.skipped_steps += 1
         state.bad_streak += 1

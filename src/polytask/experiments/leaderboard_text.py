@@ -1,0 +1,70 @@
+"""``leaderboard.md``: the ranked methods as markdown, from ``leaderboard.json``'s dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _stats(entry: dict[str, Any]) -> str:
+    if entry["std"] is None:
+        return f"{entry['mean']:.4f}"
+    return f"{entry['mean']:.4f} ± {entry['std']:.4f}"
+
+
+def _delta_m(entry: dict[str, Any]) -> str:
+    if entry["ci95"] is None:
+        return f"{entry['mean']:+.2f}"
+    low, high = entry["ci95"]
+    return f"{entry['mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _task_cell(row: dict[str, Any]) -> str:
+    delta = "n/a" if row["delta_pct"] is None else f"{row['delta_pct']:+.2f}%"
+    return f"{_stats(row['multi'])} ({delta}, {row['status']})"
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    if row["verdict"]["deploy_multitask"]:
+        return "deploy multi-task"
+    return "keep single-task (" + ", ".join(row["verdict"]["hurt"]) + " worse)"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The leaderboard table (best mean Δm% first), the baselines row, and how to read it."""
+    tasks = list(result["baselines"])
+    primary = result["primary_task"]
+    names = [f"{t} (primary)" if t == primary else t for t in tasks]
+    lines = [
+        "| rank | method | Δm% [95% CI] | " + " | ".join(names) + " | step time | verdict |",
+        "|---:|---|---:|" + "---:|" * len(tasks) + "---:|---|",
+    ]
+    for row in result["methods"]:
+        cells = " | ".join(_task_cell(row["tasks"][t]) for t in tasks)
+        ratio = row["step_time_ratio"]
+        time = "n/a" if ratio is None else f"{ratio:.2f}×"
+        lines.append(
+            f"| {row['rank']} | {row['method']} | {_delta_m(row['delta_m_pct'])} | {cells} | "
+            f"{time} | {_verdict(row)} |"
+        )
+    baseline = " | ".join(_stats(result["baselines"][t]["single"]) for t in tasks)
+    lines.append(f"| | single-task baselines | | {baseline} | | |")
+    seeds = result["seeds"]
+    metrics = ", ".join(
+        f"{t}: {b['metric']} ({b['split']})" for t, b in result["baselines"].items()
+    )
+    reference = result["methods"][0]["step_time_vs"] if result["methods"] else "equal"
+    lines += [
+        "",
+        f"seeds: {', '.join(str(s) for s in seeds)}; a task cell is the multi-task primary "
+        f"metric, mean ± sample std over seeds (Δ% vs the baseline; status: better / matches "
+        f"/ worse beyond sqrt(std_multi² + std_single²)); metrics: {metrics}",
+        "Δm%: per seed, the mean over tasks of the mean relative change over each task's "
+        "metrics (+ is better); mean over seeds and its 95 % Student-t interval",
+        f"step time: seconds per training step (no evaluation) relative to {reference}",
+        f"budget: {result['budget']['text']}",
+        f"runs: {result['runs_trained']} trained, {result['runs_reused']} reused; "
+        f"wall time {result['wall_seconds']:.0f} s",
+    ]
+    if result["auxiliary"]:
+        lines.append(f"auxiliary tasks (multi-task runs only): {', '.join(result['auxiliary'])}")
+    return "\n".join(lines) + "\n"
