@@ -194,3 +194,14 @@ def test_leaderboard_survives_sigkill(
     assert set(trained) == everything - done and not set(trained) & done
     assert board["runs_reused"] == len(done) and board["runs_trained"] == 5 - len(done)
     assert _finished(out) == everything
+
+
+def test_a_variant_is_judged_on_its_own_critical_tasks(
+    tmp_path: Path, tiny_encoder: Path, task_files: Any
+) -> None:
+    from polytask.experiments.leaderboard import critical_of
+
+    config = load_config(_config(tmp_path, tiny_encoder, task_files))
+    assert critical_of(config, parse_methods("equal")[0]) == ["sent"]
+    (aux,) = parse_methods(None, ["aux:tasks.sent.auxiliary=true tasks.reg.critical=true"])
+    assert critical_of(config, aux) == ["reg"]

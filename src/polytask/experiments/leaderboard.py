@@ -87,9 +87,21 @@ def method_config(config: RunConfig, method: Method, seed: int) -> RunConfig:
 
     data = config.model_dump(mode="json")
     data["seed"] = seed
+    if "monitor_every" not in config.train.model_fields_set:  # resolved again for the method
+        data["train"].pop("monitor_every")
     for key, value in method.overrides:
         set_path(data, key, value, f"method '{method.name}'")
+    keys = {k for k, _ in method.overrides}
+    for i, task in enumerate(data["tasks"]):  # the dump holds the resolved ``critical``
+        mine = {f"tasks.{task['name']}.critical", f"tasks.{i}.critical"}
+        if task.get("auxiliary") and not keys & mine:
+            task.pop("critical", None)
     return config_from_dict(data, f"method '{method.name}'")
+
+
+def critical_of(config: RunConfig, method: Method) -> list[str]:
+    """The critical tasks of ``config`` trained as ``method``."""
+    return cmp.critical_tasks(method_config(config, method, config.seed))
 
 
 def method_dir(name: str, seed: int) -> str:
@@ -251,8 +263,10 @@ def leaderboard(
     runs = _Runs(folder, resume, overwrite, show_progress, log, total)
     _train_all(config, methods, seed_list, budget, runs)
     types = {t.name: t.type for t in config.tasks}
-    critical = cmp.critical_tasks(config)
-    rows = [method_row(m, runs.multi[m.name], runs.single, types, critical) for m in methods]
+    rows = [  # a variant may make tasks auxiliary: its verdict is on its own critical tasks
+        method_row(m, runs.multi[m.name], runs.single, types, critical_of(config, m))
+        for m in methods
+    ]
     first = runs.multi[methods[0].name]
     result = {
         "config": source,
