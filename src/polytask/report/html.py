@@ -1,10 +1,11 @@
-"""``polytask report``: one self-contained HTML page for a run or a compare directory.
+"""``polytask report``: one self-contained HTML page for a run, compare or leaderboard
+directory.
 
 The page needs nothing but a browser: plots are PNG data URIs (:mod:`polytask.report.plots`),
 the style sheet is inline, there is no script and no external URL. Each section appears
 with its data or with a short note saying why it is absent. A missing directory, a
-directory that is neither a run nor a compare directory, or a file that does not parse
-raises :class:`~polytask.errors.RunDirError` naming the file, before anything is written.
+directory that is none of these, or a file that does not parse (or lacks a key) raises
+:class:`~polytask.errors.RunDirError` naming the file, before anything is written.
 
 >>> write_report(Path("runs/demo"))  # doctest: +SKIP
 PosixPath('runs/demo/report.html')
@@ -20,6 +21,7 @@ from typing import Any
 
 from polytask import __version__
 from polytask.errors import RunDirError
+from polytask.report.leaderboard import leaderboard_body, shown_run
 from polytask.report.load import Run, is_run_dir, load_run, read_json
 from polytask.report.run import run_sections
 from polytask.report.sections import check_body, compare_body, esc, note, reading, section
@@ -53,45 +55,62 @@ footer{color:#777;font-size:12px;margin-top:3em}
 
 @dataclass
 class Inputs:
-    """Everything one report shows: a run, a comparison, a check (each may be absent)."""
+    """Everything one report shows: a run, a comparison, a leaderboard, a check (each may be
+    absent); ``run_note`` says why the run is absent, ``run_label`` which run it is."""
 
     directory: Path
     run: Run | None
     compare: dict[str, Any] | None
     check: dict[str, Any] | None
     run_note: str = ""
+    leaderboard: dict[str, Any] | None = None
+    run_label: str = ""
+
+
+def _optional(path: Path) -> dict[str, Any] | None:
+    return read_json(path) if path.is_file() else None
+
+
+def _picked(directory: Path, relative: str, what: str) -> tuple[Run | None, str]:
+    """The run a decision file names, or why it cannot be shown."""
+    run_dir = directory / relative
+    if not is_run_dir(run_dir):
+        return None, f"The {what} {run_dir} is missing or incomplete: no run to show."
+    return load_run(run_dir), ""
 
 
 def load_inputs(directory: Path) -> Inputs:
-    """Read a run directory or a compare directory (and its ``check.json`` when present)."""
+    """Read a run, compare or leaderboard directory (and its ``check.json`` when present)."""
     if not directory.exists():
         raise RunDirError(f"{directory}: no such directory")
     if not directory.is_dir():
         raise RunDirError(f"{directory}: not a directory (give a run or compare directory)")
-    check_path = directory / "check.json"
-    check = read_json(check_path) if check_path.is_file() else None
-    if (directory / "compare.json").is_file():
-        compare_path = directory / "compare.json"
-        compare = read_json(compare_path)
-        with reading(compare_path):
+    check = _optional(directory / "check.json")
+    compare = _optional(directory / "compare.json")
+    board_path = directory / "leaderboard.json"
+    if (board := _optional(board_path)) is not None:
+        with reading(board_path):
+            relative, label = shown_run(board)
+        run, why = _picked(directory, relative, "best-ranked method's first-seed run")
+        return Inputs(directory, run, compare, check, why, board, label if run else "")
+    if compare is not None:
+        with reading(directory / "compare.json"):
             multi = list(compare.get("runs", {}).get("multi", []))
         if not multi:
             return Inputs(directory, None, compare, check, "compare.json lists no multi-task run.")
-        run_dir = directory / str(multi[0])
-        if not is_run_dir(run_dir):
-            found = f"The multi-task run {run_dir} is missing or incomplete."
-            return Inputs(directory, None, compare, check, found)
-        return Inputs(directory, load_run(run_dir), compare, check)
+        run, why = _picked(directory, str(multi[0]), "multi-task run")
+        return Inputs(directory, run, compare, check, why)
     if not is_run_dir(directory):
         raise RunDirError(
             f"{directory}: not a run directory (config.yaml with metrics.jsonl or "
-            "final_metrics.json) nor a compare directory (compare.json)"
+            "final_metrics.json) nor a compare directory (compare.json or leaderboard.json)"
         )
     return Inputs(directory, load_run(directory), None, check)
 
 
-def render(inputs: Inputs) -> str:
-    """The whole page as one HTML string."""
+def _sections(inputs: Inputs) -> list[tuple[str, str, str]]:
+    """The page's sections, in order: a leaderboard or compare directory leads with its
+    decision (leaderboard, comparison, check), a run directory with the run."""
     if inputs.compare is not None:
         with reading(inputs.directory / "compare.json"):
             body = compare_body(inputs.compare)
@@ -112,12 +131,27 @@ def render(inputs: Inputs) -> str:
     check = ("check", "Pre-flight check", body)
     if inputs.run is not None:
         run = run_sections(inputs.run)
+        if inputs.run_label:  # which of the directory's runs this is
+            ident, title, body = run[0]
+            run[0] = (ident, title, note(f"This run: {inputs.run_label}.") + body)
     else:
         run = [("summary", "Run summary", note(inputs.run_note))]
-    # a compare directory leads with its decision; a run directory with the run
-    sections = [compare, check, *run] if inputs.compare is not None else [*run, compare, check]
+    if inputs.leaderboard is not None:
+        with reading(inputs.directory / "leaderboard.json"):
+            body = leaderboard_body(inputs.leaderboard, inputs.run_label)
+        board = ("leaderboard", "Leaderboard", body)
+        return [board, *([compare] if inputs.compare is not None else []), check, *run]
+    return [compare, check, *run] if inputs.compare is not None else [*run, compare, check]
+
+
+def render(inputs: Inputs) -> str:
+    """The whole page as one HTML string."""
+    sections = _sections(inputs)
     nav = "".join(f'<a href="#{esc(i)}">{esc(t)}</a>' for i, t, _ in sections)
-    kind = "compare directory" if inputs.compare is not None else "run directory"
+    if inputs.leaderboard is not None:
+        kind = "leaderboard directory"
+    else:
+        kind = "compare directory" if inputs.compare is not None else "run directory"
     title = f"polytask report — {inputs.directory.resolve().name}"
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (

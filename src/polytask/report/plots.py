@@ -180,3 +180,42 @@ def compare_bars(tasks: dict[str, Any]) -> str:
         ax.set_title(label(f"{name}: {entry['metric']}"), fontsize=10)
         ax.tick_params(labelsize=8)
     return to_uri(fig)
+
+
+def leaderboard_figure(names: list[str], means: list[float], cis: list[Any]) -> Figure:
+    """Δm% per method (one row each, best on top): the mean as a point, its 95 % interval as
+    a horizontal error bar where there is one (``None``: a single seed, no interval); a line
+    at 0, the single-task baselines, which every Δm% is measured against."""
+    fig = Figure(figsize=(WIDTH, 1.3 + 0.45 * len(names)), layout="tight")
+    ax = fig.subplots()
+    rows = list(range(len(names)))
+    ax.axvline(0, color="#999999", linestyle="--", linewidth=1, label="single-task baselines")
+    for y, mean, ci in zip(rows, means, cis, strict=True):
+        if ci is not None:
+            low, high = float(ci[0]), float(ci[1])
+            ax.errorbar(
+                [mean], [y], xerr=[[mean - low], [high - mean]], fmt="o", capsize=5, color="C0"
+            )
+        else:
+            ax.plot([mean], [y], "o", color="C0")
+        ax.annotate(
+            f"{mean:+.2f}%",
+            (mean, y),
+            xytext=(0, 6),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
+    ax.set_yticks(rows, [label(n) for n in names], fontsize=8)
+    ax.set_ylim(len(names) - 0.5, -0.7)  # best-ranked on top, room for its value label
+    ax.set_xlabel("Δm% vs the single-task baselines (higher is better)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    if all(ci is None for ci in cis):
+        ax.set_title("one seed: no 95 % interval", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def leaderboard_points(names: list[str], means: list[float], cis: list[Any]) -> str:
+    """:func:`leaderboard_figure` as a PNG data URI."""
+    return to_uri(leaderboard_figure(names, means, cis))
