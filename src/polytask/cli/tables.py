@@ -101,4 +101,16 @@ def check_tables(result: dict[str, Any]) -> list[Table]:
         recs.add_column(column)
     for r in result["recommendations"]:
         recs.add_row(r["topic"], r["advice"], r["evidence"])
-    return [cos, scale, plan, data, recs]
+    return [cos, scale, plan, data, recs, outcome_table(result["outcome"])]
+
+
+def outcome_table(outcome: dict[str, Any]) -> Table:
+    """Part 6 of check: each task's expected outcome under sharing, with the forecast."""
+    table = Table(
+        title="6. expected outcome of sharing", caption=f"forecast: {outcome['forecast']}"
+    )
+    for column in ("task", "outcome", "evidence"):
+        table.add_column(column)
+    for task, row in outcome["tasks"].items():
+        table.add_row(task, row["outcome"], row["evidence"])
+    return table

@@ -32,6 +32,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from polytask.autograd.engine import PerTaskGradients
 from polytask.config.run import ArchitectureConfig, RunConfig
 from polytask.data.batching import Batch, TaskStream, collate
+from polytask.diagnostics.outcome import outcomes
 from polytask.diagnostics.rules import loss_scale_advice, recommend
 from polytask.distributed import make_accelerator
 from polytask.errors import ConfigError
@@ -288,6 +289,7 @@ def check_setup(setup: Setup, batches: int, head_warmup: int = 0) -> dict[str, A
         },
     }
     result["recommendations"] = recommend(config, result)
+    result["outcome"] = outcomes(config, result)
     return result
 
 

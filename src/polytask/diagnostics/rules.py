@@ -108,6 +108,13 @@ def _sharing_rule(config: RunConfig, result: dict[str, Any], add: Add) -> None:
                 f"down-weight '{culprit}', make it auxiliary, or drop it",
                 f"'{culprit}' is in {counts[culprit]} of the {len(bad)} interfering pairs",
             )
+    elif weak and not _settled(result, weak):
+        add(
+            "architecture",
+            "no evidence either way on sharing: keep hard sharing, or measure again with "
+            "--head-warmup and more --batches",
+            _unsettled(result, weak),
+        )
     elif weak:
         n = len(tasks)
         if n <= 4:
@@ -135,6 +142,24 @@ def _sharing_rule(config: RunConfig, result: dict[str, Any], add: Add) -> None:
             "hard sharing (related tasks) with a temperature sampler (alpha 0.5-0.75)",
             f"every pair's gradient cosine > +0.1; sizes differ {imbalance:.1f}x",
         )
+
+
+def _settled(result: dict[str, Any], pairs: list[dict[str, Any]]) -> bool:
+    """Whether neutral pairs are evidence: warmed-up heads, and each pair's mean ± 2
+    standard errors inside the neutral band."""
+    n = result["batches"]
+    inside = all(abs(p["mean"]) + 2 * p["std"] / n**0.5 <= 0.1 for p in pairs)
+    return bool(result["head_warmup"]) and inside
+
+
+def _unsettled(result: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
+    n = result["batches"]
+    quoted = ", ".join(
+        f"{p['a']}/{p['b']} {p['mean']:+.3f} ± {2 * p['std'] / n**0.5:.3f}" for p in pairs
+    )
+    if not result["head_warmup"]:
+        return f"cosines near 0 with random heads say nothing ({quoted}; 2 s.e.)"
+    return f"cosines near 0 but not clear of their noise ({quoted}; 2 s.e., {n} batches)"
 
 
 def _scale_rule(config: RunConfig, result: dict[str, Any], add: Add) -> None:

@@ -1,0 +1,119 @@
+"""``check``'s expected outcome of sharing (part 6): each rule on hand-made measurements, the
+noise rule on cosines, and the forecast; both bundled scenarios' shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from polytask.diagnostics.outcome import GAINS, LOSSES, UNCLEAR, outcomes, task_outcome
+from polytask.diagnostics.rules import recommend
+
+
+def measured(
+    types: dict[str, str],
+    sizes: dict[str, int],
+    cosines: dict[tuple[str, str], tuple[float, float]],
+    warmup: int = 30,
+    batches: int = 16,
+) -> dict[str, Any]:
+    """A check result holding what the outcome rules read (cosine: (mean, std) per pair)."""
+    tasks = list(types)
+    pairs = []
+    for i, a in enumerate(tasks):
+        for b in tasks[i + 1 :]:
+            mean, std = cosines.get((a, b), cosines.get((b, a), (0.0, 0.0)))
+            label = "interference" if mean < -0.1 else "neutral" if mean <= 0.1 else "positive"
+            pairs.append({"a": a, "b": b, "mean": mean, "std": std, "label": label})
+    return {
+        "tasks": tasks,
+        "batches": batches,
+        "head_warmup": warmup,
+        "cosine": {"pairs": pairs},
+        "loss_scale": {"tasks": {t: {"loss": 1.0, "type": ty} for t, ty in types.items()}},
+        "datasets": {"sizes": sizes, "imbalance": max(sizes.values()) / min(sizes.values())},
+    }
+
+
+DEMO = {"sentiment": "classification", "movies": "classification", "ner": "tagging"}
+DEMO_SIZES = {"sentiment": 12000, "movies": 11068, "ner": 1836}
+
+
+def test_granularity_mismatch_expects_losses_even_with_positive_cosines() -> None:
+    result = measured(DEMO, DEMO_SIZES, {("ner", "sentiment"): (0.19, 0.12)})
+    ner = task_outcome(result, "ner")
+    assert ner["outcome"] == LOSSES
+    assert "the only token-level task" in ner["evidence"] and "(12.6x)" in ner["evidence"]
+    assert "+0.190 ± 0.060" in ner["evidence"] and "positive beyond noise" in ner["evidence"]
+    assert task_outcome(result, "sentiment")["outcome"] == UNCLEAR  # comparable sizes
+    # the token task holding more data than the others together: no loss predicted
+    big = measured(DEMO, {"sentiment": 100, "movies": 100, "ner": 5000}, {})
+    assert task_outcome(big, "ner")["outcome"] == UNCLEAR
+
+
+def test_small_task_beside_a_data_rich_partner_expects_gains() -> None:
+    types = {"amazon": "regression", "movies": "regression"}
+    result = measured(types, {"amazon": 300, "movies": 8482}, {("amazon", "movies"): (0.04, 0.12)})
+    amazon = task_outcome(result, "amazon")
+    assert amazon["outcome"] == GAINS and "28.3x its training examples" in amazon["evidence"]
+    assert "within noise, no evidence either way" in amazon["evidence"]
+    movies = task_outcome(result, "movies")
+    assert movies["outcome"] == UNCLEAR and "the data-rich one" in movies["evidence"]
+    # below DATA_RICH (4x) the partner does not count as data-rich
+    close = measured(types, {"amazon": 3000, "movies": 8482}, {})
+    assert task_outcome(close, "amazon")["outcome"] == UNCLEAR
+
+
+def test_a_conflict_beyond_noise_expects_losses_and_noise_does_not() -> None:
+    types = {"a": "classification", "b": "classification"}
+    sizes = {"a": 100, "b": 1000}
+    clear = measured(types, sizes, {("a", "b"): (-0.3, 0.2)})  # 2 s.e. = 0.1
+    assert task_outcome(clear, "a")["outcome"] == LOSSES
+    assert "negative beyond noise" in task_outcome(clear, "a")["evidence"]
+    noisy = measured(types, sizes, {("a", "b"): (-0.3, 0.8)})  # 2 s.e. = 0.4: not clear
+    assert task_outcome(noisy, "a")["outcome"] == GAINS
+    cold = measured(types, sizes, {("a", "b"): (-0.3, 0.2)}, warmup=0)  # random heads
+    assert task_outcome(cold, "a")["outcome"] == GAINS
+    assert "random heads: uninformative" in task_outcome(cold, "a")["evidence"]
+
+
+def test_forecast(tiny_config: Any) -> None:
+    types = {"sent": "classification", "tags": "tagging", "reg": "regression"}
+    sizes = {"sent": 5000, "tags": 200, "reg": 100}
+    result = measured(types, sizes, {})
+    forecast = outcomes(tiny_config, result)
+    assert forecast["tasks"]["tags"]["outcome"] == LOSSES
+    assert forecast["tasks"]["reg"]["outcome"] == GAINS
+    assert forecast["forecast"] == "expect the single-task models to stay better on tags"
+    assert forecast["deploy_expected"] is False
+
+
+@pytest.mark.parametrize(("warmup", "std", "advice"), [
+    (0, 0.01, "no evidence either way on sharing"),  # random heads
+    (30, 0.3, "no evidence either way on sharing"),  # 0.02 ± 0.15: outside the band
+    (30, 0.01, "partial interference"),  # 0.02 ± 0.005: settled near 0
+])  # fmt: skip
+def test_sharing_advice_rests_on_cosines_clear_of_noise(
+    tiny_config: Any, warmup: int, std: float, advice: str
+) -> None:
+    types = {"sent": "classification", "tags": "tagging", "reg": "regression"}
+    cos = {
+        ("sent", "tags"): (0.02, std),
+        ("sent", "reg"): (0.02, std),
+        ("tags", "reg"): (0.02, std),
+    }
+    result = measured(types, {"sent": 100, "tags": 100, "reg": 100}, cos, warmup=warmup)
+    result["sampling"] = {"configured": "x", "plans": {"x": {"starved": []}}}
+    result["loss_scale"]["ratio"] = 1.0
+    sharing = [r for r in recommend(tiny_config, result) if r["topic"] == "architecture"]
+    assert len(sharing) == 1 and sharing[0]["advice"].startswith(advice), sharing
+
+
+@pytest.fixture()
+def tiny_config(tiny_encoder: Any, task_files: Any) -> Any:
+    """The three synthetic tasks (sent, tags, reg): every task served and critical."""
+    from polytask.config.run import config_from_dict
+    from tests.conftest import base_config
+
+    return config_from_dict(base_config(tiny_encoder, task_files))
