@@ -38,6 +38,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    checkpoints: bool = True,
 ) -> dict[str, Any]:
     """Train a multi-task model; writes the run directory and returns ``final_metrics``.
 
@@ -55,6 +56,7 @@ def train(
     optimizer, scheduler, pad_id = resumable.optimizer, resumable.scheduler, run.pad_id
     main, world = bool(accelerator.is_main_process), accelerator.num_processes
     k, every = config.picks_per_step, tc.checkpoint_every or tc.eval_every
+    checkpoints = checkpoints and run.writes_checkpoints  # False: no resumable checkpoint/
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
     progress = TrainProgress(tc.max_steps, state.step, enabled=show_progress and main)
     started = time.perf_counter() - state.seconds
@@ -82,13 +84,18 @@ def train(
                 setup, resumable.model, val, state, log, run_dir, pad_id, accelerator, model
             ):
                 break
-        if state.step % every == 0 and state.step < tc.max_steps and run.writes_checkpoints:
+        if state.step % every == 0 and state.step < tc.max_steps and checkpoints:
             state.seconds = time.perf_counter() - started
-            rng_states = gather_objects(accelerator, [torch.get_rng_state()])
-            if main:
-                save_checkpoint(run_dir, resumable, state, rng_states)
+            _checkpoint(run_dir, resumable, state, accelerator)
     progress.close()
     log.close()
     state.seconds = time.perf_counter() - started
     accelerator.wait_for_everyone()  # the best model folder is complete before all read it
     return finish(setup, run_dir, state, count_parameters(resumable.model), accelerator, pad_id)
+
+
+def _checkpoint(run_dir: Path, resumable: Any, state: Any, accelerator: Any) -> None:
+    """Every rank's RNG state gathered; the main process writes ``checkpoint/``."""
+    rng_states = gather_objects(accelerator, [torch.get_rng_state()])
+    if accelerator.is_main_process:
+        save_checkpoint(run_dir, resumable, state, rng_states)

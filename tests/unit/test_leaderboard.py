@@ -118,6 +118,11 @@ def test_leaderboard_end_to_end(
 ) -> None:
     config = _config(tmp_path, tiny_encoder, task_files)
     out = tmp_path / "lb"
+
+    def no_checkpoints(*_: Any) -> None:
+        raise AssertionError("a leaderboard's run wrote a resumable checkpoint")
+
+    monkeypatch.setattr("polytask.train.save_checkpoint", no_checkpoints)
     args = ["compare", str(config), "-o", str(out), "--seeds", "2", "--quiet"]
     args += ["--methods", "equal,pcgrad", "--variant", "slow:train.lr=1e-4"]
     code, stdout, stderr = cli(monkeypatch, capsys, *args)

@@ -221,15 +221,16 @@ def _runs_record(tasks: list[str], seeds: list[int]) -> dict[str, Any]:
 def train_run(
     config: RunConfig, run_dir: Path, overwrite: bool, show_progress: bool
 ) -> dict[str, Any]:
-    """Train one run of the comparison; a finished run is never resumed, so its resumable
-    checkpoint (model, optimiser and sampler states, about two thirds of a run's disk) is
-    dropped; ``model/`` stays for serving."""
+    """Train one run of the comparison without resumable checkpoints: a run is reused when it
+    finished and trained again from the start when it did not (``--resume``), never resumed
+    half-way, so its model, optimiser and sampler states (about two thirds of a run's disk,
+    written at every evaluation) would only be written to be deleted; ``model/`` (the best
+    weights) stays for serving."""
     from polytask.train import train
-    from polytask.training.state import CHECKPOINT
 
-    final = train(config, run_dir, overwrite=overwrite, show_progress=show_progress)
-    shutil.rmtree(run_dir / CHECKPOINT, ignore_errors=True)
-    return final
+    return train(
+        config, run_dir, overwrite=overwrite, show_progress=show_progress, checkpoints=False
+    )
 
 
 def compare(
