@@ -786,6 +786,63 @@ def check() -> str:
     return "\n".join(lines)
 
 
+LEADERBOARDS = {
+    "sentiment_transfer": "polytask compare sentiment_transfer "
+    "--methods equal,uncertainty,famo,pcgrad,upgrad,mgda --seeds 3 -o runs/lb-sentiment",
+}
+
+
+def _statuses(board: dict[str, Any], task: str) -> str:
+    counts = {"better": 0, "matches": 0, "worse": 0}
+    for row in board["methods"]:
+        counts[row["tasks"][task]["status"]] += 1
+    return ", ".join(f"{s} {n}" for s, n in counts.items() if n) + f" (of {len(board['methods'])})"
+
+
+def leaderboard(name: str) -> Callable[[], str]:
+    """One scenario's leaderboard as ``leaderboard.md`` has it, then check's forecast per
+    task beside what the leaderboard measured."""
+
+    def render() -> str:
+        from polytask.experiments.leaderboard_text import markdown
+
+        for path in (
+            DOCS_RESULTS / f"leaderboard-{name}.json",
+            DOCS_RESULTS / f"check-{name}.json",
+        ):
+            if not path.is_file():
+                return _missing(path, LEADERBOARDS[name], "writes it")
+        board = _load(DOCS_RESULTS / f"leaderboard-{name}.json")
+        forecast = _load(DOCS_RESULTS / f"check-{name}.json")["outcome"]
+        best = board["methods"][0]
+        lines = [
+            f"`{LEADERBOARDS[name]}`: {board['runs_trained']} runs trained in "
+            f"{board['wall_seconds'] / 60:.0f} min on this machine.",
+            "",
+            markdown(board).rstrip("\n"),
+            "",
+            "| task | `polytask check` expected (before training) | the leaderboard measured: "
+            "status per method | best method |",
+            "|---|---|---|---|",
+        ]
+        for task in board["baselines"]:
+            cell = best["tasks"][task]
+            lines.append(
+                f"| {task} | {forecast['tasks'][task]['outcome']} | {_statuses(board, task)} | "
+                f"{best['method']}: {cell['status']} ({cell['delta_pct']:+.2f}%) |"
+            )
+        deploy = sum(r["verdict"]["deploy_multitask"] for r in board["methods"])
+        lines += [
+            "",
+            f"check's forecast: *{forecast['forecast']}*; the leaderboard: {deploy} of "
+            f"{len(board['methods'])} methods' verdicts say deploy multi-task (best: "
+            f"{best['method']}, {best['verdict']['text']}).",
+        ]
+        return "\n".join(lines)
+
+    return render
+
+
 def _sci(value: float) -> str:
     return "0" if value == 0 else f"{value:+.2e}".replace("-", "−")
 
@@ -944,6 +1001,14 @@ BLOCKS: dict[str, Block] = {
         (DOCS_RESULTS / "check-demo.json", DOCS_RESULTS / "check-demo-head-warmup-40.json"),
         "polytask check --json -o FILE (and --head-warmup 40)",
     ),
+    **{
+        f"leaderboard-{name}": Block(
+            leaderboard(name),
+            (DOCS_RESULTS / f"leaderboard-{name}.json", DOCS_RESULTS / f"check-{name}.json"),
+            f"{command} (leaderboard.json, copied) and polytask check {name} --head-warmup 40 -o FILE",
+        )
+        for name, command in LEADERBOARDS.items()
+    },
     "affinity": Block(
         affinity,
         (DOCS_RESULTS / "affinity-demo.json",),
