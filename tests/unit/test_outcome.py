@@ -25,7 +25,9 @@ def measured(
         for b in tasks[i + 1 :]:
             mean, std = cosines.get((a, b), cosines.get((b, a), (0.0, 0.0)))
             label = "interference" if mean < -0.1 else "neutral" if mean <= 0.1 else "positive"
-            pairs.append({"a": a, "b": b, "mean": mean, "std": std, "label": label})
+            pairs.append(
+                {"a": a, "b": b, "mean": mean, "std": std, "min": mean, "max": mean, "label": label}
+            )
     return {
         "tasks": tasks,
         "batches": batches,
@@ -117,3 +119,20 @@ def tiny_config(tiny_encoder: Any, task_files: Any) -> Any:
     from tests.conftest import base_config
 
     return config_from_dict(base_config(tiny_encoder, task_files))
+
+
+def test_the_report_shows_the_expected_outcome() -> None:
+    from polytask.report.sections import check_body
+
+    result = measured(DEMO, DEMO_SIZES, {})
+    result["outcome"] = {
+        "tasks": {t: task_outcome(result, t) for t in DEMO},
+        "forecast": "expect the single-task models to stay better on ner",
+    }
+    html = check_body(result)
+    assert "<h3>Expected outcome of sharing</h3>" in html
+    assert "forecast: expect the single-task models to stay better on ner" in html
+    assert html.count("expect losses") == 1 and html.count(">unclear</td>") == 2
+    assert "<h3>Expected outcome" not in check_body(
+        {k: v for k, v in result.items() if k != "outcome"}
+    )

@@ -178,8 +178,8 @@ def _cost_table(data: dict[str, Any]) -> str:
 
 
 def check_body(data: dict[str, Any]) -> str:
-    """``check.json``: gradient-cosine pairs, loss scales, sampling plan, dataset sizes and
-    the recommendations; each part only when the file has it."""
+    """``check.json``: the expected outcome of sharing, the recommendations, gradient-cosine
+    pairs, loss scales, sampling plan and dataset sizes; each part only when the file has it."""
     parts = [
         facts(
             [
@@ -190,8 +190,17 @@ def check_body(data: dict[str, Any]) -> str:
             ]
         )
     ]
+    if outcome := data.get("outcome"):
+        rows: list[list[Cell]] = [
+            [t, o["outcome"], o["evidence"]] for t, o in outcome["tasks"].items()
+        ]
+        parts.append(
+            "<h3>Expected outcome of sharing</h3>"
+            + note(f"forecast: {outcome['forecast']}")
+            + table(["task", "outcome", "evidence"], rows)
+        )
     if recs := data.get("recommendations"):
-        rows: list[list[Cell]] = [[r["topic"], r["advice"], r.get("evidence", "")] for r in recs]
+        rows = [[r["topic"], r["advice"], r.get("evidence", "")] for r in recs]
         parts.append("<h3>Recommendations</h3>" + table(["topic", "advice", "evidence"], rows))
     if pairs := data.get("cosine", {}).get("pairs"):
         rows = [
