@@ -6,6 +6,7 @@ import json
 import os
 import random
 import string
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,17 @@ def make_tiny_encoder(folder: Path) -> Path:
         torch.manual_seed(0)
         BertModel(config).save_pretrained(str(folder))
     return folder
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """One torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
+    models gain nothing from a second intra-op thread, and on a shared 2-core machine each
+    of their many small matmuls waits for it, which makes tiny runs several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,7 @@ from tests.unit.test_autograd import assert_matches
 VOCAB, H, INNER, LAYERS = 100, 32, 64, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread
 
 
 def encoder(seed: int = 0) -> nn.Module:

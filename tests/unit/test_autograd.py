@@ -24,13 +24,7 @@ ATOL = 1e-6
 ROWS, LENGTH, VOCAB = 3, 10, 100
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny models: intra-op threads only add contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread
 
 
 def tiny_bert_model(n_tasks: int, seed: int = 0) -> nn.Module:

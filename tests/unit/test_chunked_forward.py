@@ -34,12 +34,7 @@ SPECS = [
 SPANS = {"short": (4, 7), "long": (40, 49), "tag": (10, 13)}  # each task's row lengths
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread
 
 
 def encoder(seed: int = 0) -> nn.Module:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from polytask.config.run import RunConfig, config_from_dict, load_config
@@ -37,13 +36,7 @@ def final(metrics: dict[str, dict[str, float]], types: dict[str, str], **extra: 
 TYPES = {"a": "classification", "r": "regression", "sent": "classification", "reg": "regression"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """One torch thread: on a shared 2-core machine more threads make tiny runs ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread
 
 
 def test_task_types_declare_lower_is_better_metrics() -> None:

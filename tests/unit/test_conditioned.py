@@ -36,18 +36,13 @@ from tests.unit.test_autograd import VOCAB, assert_matches, make_batch, run_engi
 from tests.unit.test_cli import assert_user_error, polytask, write_config
 from tests.unit.test_every_method_trains import STEPS, assert_trains, demo_run
 
-pytestmark = pytest.mark.usefixtures("cached_tables")  # the demo splits parsed once per worker
+# the demo splits parsed once per worker; tiny models on one torch thread
+pytestmark = pytest.mark.usefixtures("cached_tables", "one_thread")
 
 ARCHS = ["task_embedding", "film"]
 HIDDEN, LAYERS, INTER = 32, 2, 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def bert(seed: int = 0) -> BertModel:

@@ -20,15 +20,7 @@ from polytask.tasks.prompts import InstructionConfig, answer_ids, make_answer
 from polytask.train import build
 from tests.conftest import sentiment_rows, tagging_rows, write_jsonl
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """A 32-wide model gains nothing from a second thread, and on a busy machine each of
-    its thousands of tiny matmuls waits for that thread: one thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread
 
 
 @pytest.fixture()

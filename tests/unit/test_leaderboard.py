@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from polytask.config.run import RunConfig, load_config
@@ -31,13 +30,7 @@ from polytask.experiments.leaderboard_text import markdown
 from tests.conftest import base_config
 from tests.unit.test_compare import cli
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread
 
 
 def _config(tmp_path: Path, encoder: Path, files: Any) -> Path:
