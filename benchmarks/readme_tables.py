@@ -786,6 +786,24 @@ def check() -> str:
     return "\n".join(lines)
 
 
+def ner_gap() -> str:
+    """benchmarks/ner_gap.py: NER's gradient, its share of the update, its learning curve."""
+    data = _load(RESULTS / "ner_gap.json")
+    summary, arms = data["summary"], data["arms"]
+    lines = [
+        "| arm | task | mean gradient norm on the encoder | mean cos(update, −gradient) |",
+        "|---|---|---:|---:|",
+    ]
+    for arm, tasks in summary.items():
+        for task, v in tasks.items():
+            lines.append(f"| {arm} | {task} | {v['grad_norm']:.3f} | {v['update_cos']:+.3f} |")
+    lines.append("")
+    for arm, v in arms.items():
+        curve = ", ".join(f"{c['step']}: {c['f1']:.3f}" for c in v["ner_validation_f1"])
+        lines.append(f"- {arm}: NER validation F1 by step {curve}; test F1 {v['ner_test_f1']:.3f}")
+    return "\n".join(lines)
+
+
 LEADERBOARDS = {
     "sentiment_transfer": "polytask compare sentiment_transfer "
     "--methods equal,uncertainty,famo,pcgrad,upgrad,mgda --seeds 3 -o runs/lb-sentiment",
@@ -1005,10 +1023,12 @@ BLOCKS: dict[str, Block] = {
         f"leaderboard-{name}": Block(
             leaderboard(name),
             (DOCS_RESULTS / f"leaderboard-{name}.json", DOCS_RESULTS / f"check-{name}.json"),
-            f"{command} (leaderboard.json, copied) and polytask check {name} --head-warmup 40 -o FILE",
+            f"{command} (leaderboard.json, copied) and "
+            f"polytask check {name} --head-warmup 40 -o FILE",
         )
         for name, command in LEADERBOARDS.items()
     },
+    "ner_gap": Block(ner_gap, (RESULTS / "ner_gap.json",), "python benchmarks/ner_gap.py"),
     "affinity": Block(
         affinity,
         (DOCS_RESULTS / "affinity-demo.json",),
