@@ -371,17 +371,10 @@ def test_cli_refuses_a_non_empty_directory(
     assert code == 2 and "--seeds must be >= 1, not 0" in stderr
 
 
-def test_resume_reuses_finished_runs_and_trains_the_rest(
-    tmp_path: Path, tiny_encoder: Path, task_files: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An interrupted comparison (a baseline without final_metrics.json) goes on with
-    --resume: only that run trains again; a run finished with another config is retrained."""
+def spy_on_training(monkeypatch: pytest.MonkeyPatch, out: Path) -> list[str]:
+    """Let ``polytask.train.train`` run, recording each run folder (relative to ``out``)."""
     import polytask.train
 
-    config = load_config(_two_tasks(tmp_path, tiny_encoder, task_files))
-    out = tmp_path / "cmp"
-    first = compare(config, out, show_progress=False)
-    (out / "single-reg/seed-7/final_metrics.json").unlink()  # killed before it finished
     trained: list[str] = []
     real = polytask.train.train
 
@@ -390,6 +383,19 @@ def test_resume_reuses_finished_runs_and_trains_the_rest(
         return real(cfg, output, **kwargs)
 
     monkeypatch.setattr(polytask.train, "train", spy)
+    return trained
+
+
+def test_resume_reuses_finished_runs_and_trains_the_rest(
+    tmp_path: Path, tiny_encoder: Path, task_files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupted comparison (a baseline without final_metrics.json) goes on with
+    --resume: only that run trains again; a run finished with another config is retrained."""
+    config = load_config(_two_tasks(tmp_path, tiny_encoder, task_files))
+    out = tmp_path / "cmp"
+    first = compare(config, out, show_progress=False)
+    (out / "single-reg/seed-7/final_metrics.json").unlink()  # killed before it finished
+    trained = spy_on_training(monkeypatch, out)
     lines: list[str] = []
     again = compare(config, out, show_progress=False, resume=True, log=lines.append)
     assert trained == ["single-reg/seed-7"]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from polytask.config.run import RunConfig, load_config
+from polytask.config.run import load_config
 from polytask.errors import ConfigError
 from polytask.experiments.leaderboard import (
     Method,
@@ -28,7 +28,7 @@ from polytask.experiments.leaderboard import (
 )
 from polytask.experiments.leaderboard_text import markdown
 from tests.conftest import base_config
-from tests.unit.test_compare import cli
+from tests.unit.test_compare import cli, spy_on_training
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread
 
@@ -161,8 +161,6 @@ def test_leaderboard_survives_sigkill(
     tmp_path: Path, tiny_encoder: Path, task_files: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGKILL the CLI once two runs have finished; ``--resume`` trains only the rest."""
-    import polytask.train
-
     config = _config(tmp_path, tiny_encoder, task_files)
     out = tmp_path / "lb"
     cmd = [sys.executable, "-m", "polytask.cli.main", "compare", str(config), "-o", str(out)]
@@ -177,14 +175,7 @@ def test_leaderboard_survives_sigkill(
     done = _finished(out)
     assert proc.returncode == -signal.SIGKILL and 2 <= len(done) < 5, done
     assert not (out / "leaderboard.json").exists()
-    trained: list[str] = []
-    real = polytask.train.train
-
-    def spy(cfg: RunConfig, output: Path, **kwargs: Any) -> dict[str, Any]:
-        trained.append(str(Path(output).relative_to(out)))
-        return real(cfg, output, **kwargs)
-
-    monkeypatch.setattr(polytask.train, "train", spy)
+    trained = spy_on_training(monkeypatch, out)
     methods = parse_methods("equal,mean,uncertainty")
     board = leaderboard(load_config(config), methods, out, resume=True, show_progress=False)
     everything = {"method-equal/seed-7", "method-mean/seed-7", "method-uncertainty/seed-7"}
