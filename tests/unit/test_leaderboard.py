@@ -149,6 +149,10 @@ def test_leaderboard_end_to_end(
         per_run = [f["step_seconds"] / f["steps"] for f in finals]
         assert row["step_seconds"] == pytest.approx(sum(per_run) / 2, abs=1e-4)
         assert row["step_time_vs"] == "equal"
+    every_run = [r for group in board["runs"].values() for rs in group.values() for r in rs]
+    seconds = [json.loads((out / r / "final_metrics.json").read_text()) for r in every_run]
+    assert len(every_run) == 10
+    assert board["run_seconds"] == pytest.approx(sum(f["train_seconds"] for f in seconds), abs=0.1)
     assert (out / "leaderboard.md").read_text() == markdown(board)
     assert "| single-task baselines |" in stdout and "Δm% [95% CI]" in stdout
 
@@ -183,6 +187,9 @@ def test_leaderboard_survives_sigkill(
     assert set(trained) == everything - done and not set(trained) & done
     assert board["runs_reused"] == len(done) and board["runs_trained"] == 5 - len(done)
     assert _finished(out) == everything
+    finals = [json.loads((out / r / "final_metrics.json").read_text()) for r in everything]
+    # reused runs count with their own seconds, not the resumed command's
+    assert board["run_seconds"] == pytest.approx(sum(f["train_seconds"] for f in finals), abs=0.1)
 
 
 def test_a_variant_is_judged_on_its_own_critical_tasks(

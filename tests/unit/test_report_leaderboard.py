@@ -109,6 +109,7 @@ def sample_leaderboard(seeds: int = 2) -> dict[str, Any]:
         "budget": {"mode": "matched", "text": "matched: each baseline trains as many steps"},
         "methods": [method_row(name, seeds) for name in METHODS],
         "wall_seconds": 16.6,
+        "run_seconds": 41.3,
         "runs_trained": 8,
         "runs_reused": 2,
         "runs": {
@@ -245,7 +246,7 @@ def test_leaderboard_section_table_and_plot(run_dir: Path, tmp_path: Path) -> No
     words = text(section)
     assert "sent (primary): accuracy" in words and "step time vs equal" in words
     assert "7, 8" in words and "matched: each baseline trains as many steps" in words
-    assert "8 trained, 2 reused" in words and "16.6" in words
+    assert "8 trained, 2 reused" in words and "16.6" in words and "41.3" in words
     assert "keep single-task (sent worse)" in words
     assert "rank 1: pcgrad" in words and "(Δm% +4.00 [-8.71, +16.71]): deploy" in words
     [uri] = section["images"]

@@ -207,6 +207,12 @@ class _Runs:
         return cmp.train_run(cfg, self.folder / relative, overwrite, self.show_progress)
 
 
+def run_seconds(runs: _Runs) -> float:
+    """The training seconds of every run, trained now or reused (evaluations included)."""
+    finals = [f for group in (runs.multi, runs.single) for fs in group.values() for f in fs]
+    return round(sum(f["train_seconds"] for f in finals), 1)
+
+
 def _train_all(
     config: RunConfig, methods: list[Method], seeds: list[int], budget: str, runs: _Runs
 ) -> None:
@@ -280,6 +286,7 @@ def leaderboard(
         "budget": cmp.budget_record(budget, config, first, runs.single, runs.limits),
         "methods": rank(rows),
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "run_seconds": run_seconds(runs),
         "runs_trained": total - runs.reused,
         "runs_reused": runs.reused,
         "runs": {

@@ -29,6 +29,15 @@ def _verdict(row: dict[str, Any]) -> str:
     return "keep single-task (" + ", ".join(row["verdict"]["hurt"]) + " worse)"
 
 
+def summed_seconds(result: dict[str, Any]) -> str:
+    """The runs' own training seconds, reused runs included (absent from a leaderboard.json
+    written before the field existed)."""
+    if "run_seconds" not in result:
+        return ""
+    runs = result["runs_trained"] + result["runs_reused"]
+    return f"; training time of all {runs} runs summed {result['run_seconds']:.0f} s"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The leaderboard table (best mean Δm% first), the baselines row, and how to read it."""
     tasks = list(result["baselines"])
@@ -63,7 +72,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"step time: seconds per training step (no evaluation) relative to {reference}",
         f"budget: {result['budget']['text']}",
         f"runs: {result['runs_trained']} trained, {result['runs_reused']} reused; "
-        f"wall time {result['wall_seconds']:.0f} s",
+        f"wall time {result['wall_seconds']:.0f} s" + summed_seconds(result),
     ]
     if result["auxiliary"]:
         lines.append(f"auxiliary tasks (multi-task runs only): {', '.join(result['auxiliary'])}")

@@ -120,6 +120,7 @@ def leaderboard_body(data: dict[str, Any], shown: str = "") -> str:
                 ("budget", data["budget"]["text"]),
                 ("runs", runs),
                 ("wall time (s)", float(data["wall_seconds"])),
+                ("training time of all runs, summed (s)", data.get("run_seconds")),
             ]
         ),
     ]
