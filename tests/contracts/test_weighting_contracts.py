@@ -69,12 +69,14 @@ def test_documented_and_configurable(name: str) -> None:
 @pytest.mark.parametrize("n_tasks", [1, 2, 5])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_finite_non_negative_weights(name: str, n_tasks: int, dtype: torch.dtype) -> None:
-    """Weights [T] in the losses' dtype, finite and ≥ 0 over a run; finite regulariser."""
+    """Weights [T] in the losses' dtype, finite and ≥ 0 (unless ``signed_weights``) over a
+    run; finite regulariser."""
     weighting = make(name, n_tasks)
     for current in loss_sequence(n_tasks):
         weights = weighting(current.to(dtype))
         assert weights.shape == (n_tasks,) and weights.dtype == dtype
-        assert torch.isfinite(weights).all() and (weights >= 0).all()
+        assert torch.isfinite(weights).all()
+        assert weighting.signed_weights or (weights >= 0).all()
         assert weighting.regularizer().shape == () and torch.isfinite(weighting.regularizer())
         weighting.observe(current.to(dtype) * 0.9)
 

@@ -49,6 +49,10 @@ class LossWeighting(nn.Module, ABC):
     #: take 100× the share of the update): ``polytask check`` advises such a method when the
     #: raw losses differ in scale.
     adapts_to_scale: ClassVar[bool] = False
+    #: Whether a weight may be negative: the method's objective can raise a task's loss
+    #: (``pbi`` and ``cosmos`` pull the loss vector toward a preference ray, so a loss too
+    #: small for the ray is pushed up). Otherwise the contract suite checks ``w ≥ 0``.
+    signed_weights: ClassVar[bool] = False
     #: Whether permuting the tasks' losses permutes the weights the same way.
     permutation_equivariant: ClassVar[bool] = True
     #: Learning rate of the method's learned parameters (``uncertainty``, ``gradnorm``);
