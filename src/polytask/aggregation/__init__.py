@@ -1,17 +1,23 @@
 """Gradient aggregators: per-task gradients ``[T, P]`` → one update ``[P]``, one per module.
 
 Importing this package registers every built-in method in :data:`AGGREGATORS`. Optional
-solvers (quadprog for UPGrad) are imported when a method is constructed, not here.
+solvers (quadprog for UPGrad and DualProj) are imported when a method is constructed, not here.
 """
 
 from polytask.aggregation import (
     aligned_mtl,
     cagrad,
+    conflict_free,
+    cr_mogm,
+    dualproj,
+    fairgrad,
     gradvac,
     imtl_g,
+    krum,
     mean,
     mgda,
     nash_mtl,
+    pcd,
     pcgrad,
     sum,
     upgrad,
@@ -23,11 +29,17 @@ __all__ = [
     "Aggregator",
     "aligned_mtl",
     "cagrad",
+    "conflict_free",
+    "cr_mogm",
+    "dualproj",
+    "fairgrad",
     "gradvac",
     "imtl_g",
+    "krum",
     "mean",
     "mgda",
     "nash_mtl",
+    "pcd",
     "pcgrad",
     "sum",
     "upgrad",

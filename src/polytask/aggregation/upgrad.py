@@ -21,6 +21,24 @@ def load_quadprog() -> ModuleType:
         raise ImportError(INSTALL_HINT) from error
 
 
+def dual_cone_weights(gramian: Array, lower: Array, reg_eps: float, norm_eps: float) -> Array:
+    """Rows ``v = argmin_{v ≥ u} vᵀ G v``, one per row ``u`` of ``lower`` (``[k, T]``).
+
+    Quinton & Rey's Proposition 1: ``Σ_t v_t g_t`` is the projection of ``Σ_t u_t g_t``
+    onto the dual cone ``{x : g_t · x ≥ 0 ∀t}``. The Gramian is divided by its trace (or
+    zeroed when that is ``≤ norm_eps``) and ``reg_eps · I`` is added so it is positive
+    definite, as in torchjd; one Cholesky serves every row (quadprog accepts ``R⁻¹`` with
+    ``G = RᵀR`` and then skips its own factorisation). Shared by UPGrad and DualProj.
+    """
+    T = gramian.shape[0]
+    G = normalized(gramian) if float(np.trace(gramian)) > norm_eps else 0.0 * gramian
+    G = G + reg_eps * np.eye(T)
+    r_inv = np.linalg.inv(np.linalg.cholesky(G).T)
+    zeros, identity = np.zeros(T), np.eye(T)
+    solve = load_quadprog().solve_qp  # cached in sys.modules after the first import
+    return np.stack([solve(r_inv, zeros, identity, u, 0, True)[0] for u in lower])
+
+
 @AGGREGATORS.register("upgrad")
 class UPGrad(Aggregator):
     """Project every task gradient onto the dual cone of all of them, then average.
@@ -60,13 +78,8 @@ class UPGrad(Aggregator):
 
     def _weights(self, gramian: Array, losses: Array | None, eps: float) -> Array:
         T = self.n_tasks
-        G = normalized(gramian) if float(np.trace(gramian)) > self.norm_eps else 0.0 * gramian
-        G = G + self.reg_eps * np.eye(T)
-        # Factor once: quadprog accepts R⁻¹ with G = RᵀR and then skips its own Cholesky.
-        r_inv = np.linalg.inv(np.linalg.cholesky(G).T)
-        zeros, identity = np.zeros(T), np.eye(T)
-        solve = load_quadprog().solve_qp  # cached in sys.modules after the first import
+        projections = dual_cone_weights(gramian, np.eye(T) / T, self.reg_eps, self.norm_eps)
         total = np.zeros(T)
-        for i in range(T):
-            total += solve(r_inv, zeros, identity, identity[i] / T, 0, True)[0]
+        for v in projections:  # summed in task order, as before the helper was shared
+            total += v
         return total
