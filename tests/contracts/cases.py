@@ -14,6 +14,17 @@ EXTRA_ARGS: dict[str, Any] = {
 }
 
 
+#: The fewest tasks a method is defined for with the arguments above (Krum needs a nearest
+#: neighbour besides the ``n_byzantine`` excluded ones: ``n_byzantine + 3``). The contract
+#: suite checks that smaller sizes are refused at construction and runs the rest.
+MIN_TASKS: dict[str, int] = {"krum": 3}
+
+
+def sizes_for(name: str, sizes: tuple[int, ...] | list[int]) -> list[int]:
+    """The sizes among ``sizes`` the method ``name`` is defined for (see :data:`MIN_TASKS`)."""
+    return [T for T in sizes if MIN_TASKS.get(name, 1) <= T]
+
+
 def kwargs_for(name: str, n_tasks: int) -> dict[str, Any]:
     extra = EXTRA_ARGS.get(name)
     return {"n_tasks": n_tasks, **(extra(n_tasks) if extra else {})}

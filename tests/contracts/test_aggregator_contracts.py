@@ -10,7 +10,7 @@ import torch
 
 from polytask.aggregation import AGGREGATORS, Aggregator
 from polytask.registry import Registry
-from tests.contracts.cases import gradient_cases, kwargs_for
+from tests.contracts.cases import MIN_TASKS, gradient_cases, kwargs_for, sizes_for
 
 NAMES = AGGREGATORS.names()
 SIZES = [1, 2, 3, 5, 8]
@@ -20,8 +20,8 @@ def make(name: str, n_tasks: int) -> Aggregator:
     return AGGREGATORS.get(name)(**kwargs_for(name, n_tasks))
 
 
-def all_cases() -> list[tuple[int, str, torch.Tensor]]:
-    return [(T, case, G) for T in SIZES for case, G in gradient_cases(T).items()]
+def all_cases(name: str) -> list[tuple[int, str, torch.Tensor]]:
+    return [(T, case, G) for T in sizes_for(name, SIZES) for case, G in gradient_cases(T).items()]
 
 
 def test_every_builtin_is_registered() -> None:
@@ -46,7 +46,7 @@ def test_documented_and_configurable(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_finite_shape_and_gramian_path(name: str) -> None:
     """Finite output of shape [P] on every stress case, equal to weights(G Gᵀ) @ G."""
-    for T, case, G in all_cases():
+    for T, case, G in all_cases(name):
         out = make(name, T)(G)
         assert out.shape == (G.shape[1],) and out.dtype == G.dtype, (T, case)
         assert torch.isfinite(out).all(), (T, case, out)
@@ -59,7 +59,7 @@ def test_finite_shape_and_gramian_path(name: str) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_dtypes(name: str, dtype: torch.dtype) -> None:
     """Works in float32/float64 (and half precision), returning G's dtype, close to float64."""
-    for T in (1, 4):
+    for T in sizes_for(name, (1, 4)):
         G = gradient_cases(T)["random"]
         exact = make(name, T)(G)
         out = make(name, T)(G.to(dtype))
@@ -70,7 +70,13 @@ def test_dtypes(name: str, dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_single_task_follows_its_gradient(name: str) -> None:
-    """With T = 1 the update is a positive multiple of the only gradient (and no NaN at 0)."""
+    """With T = 1 the update is a positive multiple of the only gradient (and no NaN at 0);
+    a method that needs more tasks (``MIN_TASKS``) refuses fewer at construction."""
+    if MIN_TASKS.get(name, 1) > 1:
+        for T in range(1, MIN_TASKS[name]):
+            with pytest.raises(ValueError):
+                make(name, T)
+        return
     for G in gradient_cases(1).values():
         out = make(name, 1)(G)
         assert torch.isfinite(out).all()
@@ -87,7 +93,7 @@ def test_non_conflicting(name: str) -> None:
     each dual-cone constraint by ``reg_eps · trace · c_t``) and Nash-MTL's ridge; a real
     conflict (PCGrad or the mean on the ``conflicting`` case) is orders of magnitude larger.
     """
-    for T, case, G in all_cases():
+    for T, case, G in all_cases(name):
         agg = make(name, T)
         c = agg.weights(G @ G.T)
         dots = G @ (c @ G)
@@ -106,7 +112,7 @@ def test_non_conflict_check_can_fail() -> None:
 @pytest.mark.parametrize("name", [n for n in NAMES if AGGREGATORS.get(n).permutation_equivariant])
 def test_permutation_equivariant(name: str) -> None:
     """Permuting the tasks does not change the update (fresh instances, generic matrices)."""
-    for T in (2, 3, 5, 8):
+    for T in sizes_for(name, (2, 3, 5, 8)):
         perm = torch.randperm(T, generator=torch.Generator().manual_seed(T))
         for case in ("random", "aligned", "conflicting", "scaled"):
             G = gradient_cases(T)[case]
@@ -185,14 +191,12 @@ def test_does_not_build_an_autograd_graph(name: str) -> None:
 def test_subset_capability_follows_the_coefficients(name: str) -> None:
     """``needs_all_tasks = False`` (a step of some tasks is scaled by the fixed coefficients)
     and ``needs_shared_gradients = False`` hold exactly for coefficients that never read the
-    Gramian: the same for the identity as for a random, conflicting Gramian."""
+    Gramian: the same for the identity as for a random, conflicting Gramian and its tasks
+    reordered (a selection such as Krum's can pick task 0 from two of them)."""
     cls = AGGREGATORS.get(name)
     g = torch.randn(3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     g[1] = -g[0]
-    fixed = bool(
-        torch.allclose(
-            make(name, 3).weights(torch.eye(3, dtype=torch.float64)), make(name, 3).weights(g @ g.T)
-        )
-    )
+    identity = make(name, 3).weights(torch.eye(3, dtype=torch.float64))
+    fixed = all(torch.allclose(identity, make(name, 3).weights(h @ h.T)) for h in (g, g[[1, 2, 0]]))
     assert cls.gramian_free == fixed
     assert cls.needs_all_tasks == (not fixed) and cls.needs_shared_gradients == (not fixed)
