@@ -25,6 +25,10 @@ ARCH_ARGS: dict[str, dict[str, Any]] = {
     "prefix": {"prefix_length": 2},
     "mmoe": {"experts": 2},
     "switch": {"experts": 2, "layers": 1},
+    "cgc": {"shared_experts": 1, "task_experts": 1},
+    "ple": {"levels": 2, "shared_experts": 1, "task_experts": 1},
+    "dselect_k": {"experts": 3, "k": 2},
+    "cross_stitch": {},
 }
 
 
