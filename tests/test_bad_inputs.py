@@ -224,9 +224,15 @@ config_case(
     "task names must be unique; repeated: sent",
 )
 config_case(
+    "config-wrong-type-is-not-coerced",
+    {"train.lr": True},  # accepted as lr 1.0 before
+    "train.lr",
+    "Input should be a valid number, got true",
+)
+config_case(
     "config-unknown-task-type",
     {"tasks.0.type": "clasification"},
-    "tasks.0",
+    "tasks.sent:",  # named by the task's name, not its index
     "unknown task type 'clasification' (did you mean 'classification'?)",
 )
 config_case(

@@ -131,9 +131,14 @@ def check_kwargs(
             takes = ", ".join(choices) or "none"
             msg = f"'{name}' has no hyperparameter '{key}'{hint}; it takes: {takes}"
             problems.append(Problem((key,), msg, unknown=True))
-    known = {k: v for k, v in kwargs.items() if k in fields}
+    known = {k: _tuple_from_list(fields[k][0], v) for k, v in kwargs.items() if k in fields}
+    for key, value in list(known.items()):  # pydantic takes True for Literal[0, 1, 2]'s 1
+        if isinstance(value, bool) and not _takes(fields[key][0], bool):
+            problems.append(Problem((key,), "Input should not be a boolean"))
+            del known[key]
     definitions: dict[str, Any] = dict(fields)
-    model = create_model(f"{name}Args", __config__=ConfigDict(extra="forbid"), **definitions)
+    strict = ConfigDict(extra="forbid", strict=True)  # by type: "0.1", true, 2.0 for an int fail
+    model = create_model(f"{name}Args", __config__=strict, **definitions)
     try:
         values = model.model_validate(known)
     except ValidationError as err:
@@ -141,6 +146,27 @@ def check_kwargs(
         problems.sort(key=lambda p: _order(kwargs, p.loc))
         return {}, problems
     return {k: getattr(values, k) for k in fields}, problems
+
+
+def _tuple_from_list(annotation: Any, value: Any) -> Any:
+    """YAML has lists, not tuples: a list for a tuple-typed argument (FAMO's ``betas``) is
+    that tuple (its items are still checked by type)."""
+    if isinstance(value, list) and _takes_tuple(annotation):
+        return tuple(value)
+    return value
+
+
+def _takes_tuple(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is tuple:
+        return True
+    return any(_takes_tuple(a) for a in typing.get_args(annotation))
+
+
+def _takes(annotation: Any, kind: type) -> bool:
+    """Whether ``annotation`` admits values of ``kind`` (``Any``, the type, or a union with it)."""
+    if annotation is Any or annotation is kind:
+        return True
+    return any(_takes(a, kind) for a in typing.get_args(annotation) if not isinstance(a, int))
 
 
 def _order(kwargs: dict[str, Any], loc: tuple[str | int, ...]) -> int:

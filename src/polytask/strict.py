@@ -34,7 +34,7 @@ class StrictModel(BaseModel):
     The check wraps the whole model (its fields and its own validators), so that a section
     with an unknown key still reports its other problems."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
     @classmethod
     def __get_pydantic_core_schema__(

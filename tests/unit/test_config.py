@@ -50,10 +50,68 @@ def test_every_error_is_listed_with_its_key(tmp_path: Path) -> None:
         load_config(path)
     assert [line.removeprefix(f"{path}: ") for line in err.value.lines] == [
         "train: unknown key 'max_stepz' (did you mean 'max_steps'?)",
-        "train.lr: Input should be a valid number, unable to parse string as a number",
+        'train.lr: Input should be a valid number, got "fast"',
         "tasks: Field required",
     ]
     assert "more)" not in str(err.value)
+
+
+WRONG_TYPES = [  # (override, the line's key, what it got): each accepted (and coerced) before
+    ("train.lr=true", "train.lr", "true"),  # trained at lr 1.0
+    ('train.max_steps="10"', "train.max_steps", '"10"'),
+    ("train.max_steps=10.0", "train.max_steps", "10.0"),
+    ("train.patience=2.5", "train.patience", "2.5"),
+    ("seed=1.5", "seed", "1.5"),
+    ('encoder.max_length="32"', "encoder.max_length", '"32"'),
+    ("tasks.ner.weight=true", "tasks.ner.weight", "true"),  # a task named, not tasks.2
+    ("tasks.ner.columns.text=3", "tasks.ner.columns.text", "3"),
+    ('sampler.tasks_per_step="2"', "sampler.tasks_per_step", '"2"'),
+    ("aggregator.name=upgrad aggregator.reg_eps=true", "aggregator.reg_eps", "true"),
+    ('weighting.name=famo weighting.lr="0.1"', "weighting.lr", '"0.1"'),
+    ('weighting.name=famo weighting.betas=[0.8,"0.9"]', "weighting.betas.1", '"0.9"'),
+    ("architecture.name=mmoe architecture.experts=2.0", "architecture.experts", "2.0"),
+    ("aggregator.name=cagrad aggregator.rescale=true", "aggregator.rescale", "true"),  # Literal
+]
+
+
+@pytest.mark.parametrize(("override", "key", "got"), WRONG_TYPES)
+def test_a_value_of_the_wrong_type_is_refused_never_coerced(
+    override: str, key: str, got: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("demo", override.split())
+    (line,) = err.value.lines
+    assert line.startswith(f"demo.yaml: {key}: Input should ") and line.endswith(f", got {got}")
+
+
+def test_a_union_is_one_line_with_its_alternatives() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("demo", ['sampler.tasks_per_step="2"'])
+    assert err.value.lines == [
+        """demo.yaml: sampler.tasks_per_step: Input should be a valid integer or 'all', got "2\""""
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "value"),
+    [
+        ("train.lr=1e-4", 1e-4),  # YAML 1.2 float: PyYAML's 1.1 rules read the string "1e-4"
+        ("train.lr=5E-5", 5e-5),
+        ("train.lr=1", 1.0),  # an int where a float is wanted is that number
+        ("train.lr=2.0e-5", 2e-5),
+    ],
+)
+def test_numbers_users_write_are_numbers(override: str, value: float) -> None:
+    lr = load_config("demo", [override]).train.lr
+    assert lr == value and type(lr) is float
+
+
+def test_yaml_file_exponent_float_and_tuple_argument(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    extra = "sampler: {tasks_per_step: all}\ntrain: {lr: 3e-4}\n"
+    path.write_text(path.read_text() + extra + "weighting: {name: famo, betas: [0.8, 0.95]}\n")
+    config = load_config(path)
+    assert config.train.lr == 3e-4 and config.weighting.name == "famo"
 
 
 def test_three_mistakes_report_three_lines_in_file_order(tmp_path: Path) -> None:
@@ -71,9 +129,9 @@ def test_three_mistakes_report_three_lines_in_file_order(tmp_path: Path) -> None
         load_config(path)
     lines = [line.removeprefix(f"{path}: ") for line in err.value.lines]
     assert len(lines) == 3, lines
-    assert lines[0].startswith("tasks.0: unknown task type 'clasification' (did you mean")
+    assert lines[0].startswith("tasks.a: unknown task type 'clasification' (did you mean")
     assert lines[1].startswith("aggregator: 'cagrad' has no hyperparameter 'cc' (did you mean")
-    assert lines[2] == "aggregator.rescale: Input should be 0, 1 or 2"
+    assert lines[2] == 'aggregator.rescale: Input should be 0, 1 or 2, got "lots"'
 
 
 def test_wrong_type_names_key(tmp_path: Path) -> None:
@@ -86,7 +144,7 @@ def test_unknown_task_type(tmp_path: Path) -> None:
     data = {"tasks": [{"name": "a", "type": "clasification", "data": {"bundled": "twitter_ner"}}]}
     with pytest.raises(
         ConfigError,
-        match=r"tasks\.0.*unknown task type 'clasification' \(did you mean 'classification'",
+        match=r"tasks\.a: unknown task type 'clasification' \(did you mean 'classification'",
     ):
         load_config(write(tmp_path, data))
 

@@ -17,7 +17,11 @@ TASKS = {
 
 
 def test_bind_types_and_defaults() -> None:
-    assert bind(AGGREGATORS, "cagrad", {"c": "0.5"}, "aggregator") == {"c": 0.5, "rescale": 1}
+    assert bind(AGGREGATORS, "cagrad", {"c": 0.5}, "aggregator") == {"c": 0.5, "rescale": 1}
+    with pytest.raises(ConfigError, match=r"aggregator\.c: Input should be a valid number"):
+        bind(AGGREGATORS, "cagrad", {"c": "0.5"}, "aggregator")  # by type: never coerced
+    with pytest.raises(ConfigError, match=r"aggregator\.rescale: Input should not be a boolean"):
+        bind(AGGREGATORS, "cagrad", {"rescale": True}, "aggregator")
     message = r"aggregator: 'cagrad' has no hyperparameter 'cc' \(did you mean 'c'\?\)"
     with pytest.raises(ConfigError, match=message):
         bind(AGGREGATORS, "cagrad", {"cc": 1}, "aggregator")

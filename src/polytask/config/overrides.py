@@ -3,6 +3,7 @@ r"""``key=value`` overrides of a config: parsing, and applying one to the raw co
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -42,6 +43,23 @@ def list_index(items: list[Any], part: str, dotted: str) -> int:
     raise ConfigError(f"override '{dotted}': no list item '{part}'{did_you_mean(part, names)}")
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2's floats: ``1e-4`` is a number, not a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """A YAML document as Python values; exponent floats without a dot (``1e-4``, ``5E3``)
+    are numbers, as YAML 1.2 and every user expects (PyYAML's 1.1 rules read a string)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     """Parse ``key=value`` strings; values are YAML scalars (``3``, ``true``, ``[a, b]``)."""
     parsed = []
@@ -50,7 +68,7 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
         if not sep or not key.strip():
             raise ConfigError(f"override '{pair}' is not of the form key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         parsed.append((key.strip(), value))

@@ -10,6 +10,7 @@ a fraction of a second, without importing torch, not an hour into training.
 from __future__ import annotations
 
 import copy
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from polytask.config.inputs import check_shared_inputs
 from polytask.config.manifest import listing
-from polytask.config.overrides import parse_overrides, set_path
+from polytask.config.overrides import load_yaml, parse_overrides, set_path
 from polytask.config.rule import refusal
 from polytask.config.sampler import SAMPLER_SUPPLIED, SamplerConfig
 from polytask.config.sections import (
@@ -206,14 +207,52 @@ class RunConfig(StrictModel):
 
 def _format_error(err: ValidationError, source: str, data: Any) -> list[str]:
     """Every error of the config, one line each with its key, in file order:
-    ``FILE: a.b: msg``."""
-    lines = []
+    ``FILE: a.b: msg``. A list item of ``tasks`` is named by its task's name (as overrides
+    name it), a wrong type says what it got, and a union's alternatives are one line."""
+    lines: dict[str, tuple[list[str], list[str]]] = {}
     for error in sorted(err.errors(), key=lambda e: _position(data, e["loc"])):
         loc = error["loc"][:-1] if error["type"] == UNKNOWN_KEY else error["loc"]
-        where = ".".join(str(p) for p in loc)
+        where, value, found = _where(data, loc)
         msg = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {where}: {msg}" if where else f"{source}: {msg}")
-    return lines
+        messages, got = lines.setdefault(where, ([], []))
+        if messages and msg.startswith("Input should be "):  # another alternative of a union
+            msg = msg.removeprefix("Input should be ")
+        messages.append(msg)
+        if (
+            found
+            and not got
+            and error["type"] != UNKNOWN_KEY
+            and not isinstance(value, dict | list)
+        ):
+            got.append(f", got {json.dumps(value, default=str)}")
+    return [
+        (f"{source}: {where}: " if where else f"{source}: ") + " or ".join(messages) + "".join(got)
+        for where, (messages, got) in lines.items()
+    ]
+
+
+def _where(data: Any, loc: tuple[int | str, ...]) -> tuple[str, Any, bool]:
+    """``loc`` as the user names it (``tasks.ner.weight``), cut where the file's data ends
+    (pydantic adds a union member's tag after the value's key), the value there, and
+    whether the value was found in the file."""
+    parts: list[str] = []
+    found = True
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            parts.append(str(part))
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            item = data[part]
+            name = item.get("name") if isinstance(item, dict) else None
+            parts.append(name if isinstance(name, str) and name and "." not in name else str(part))
+            data = item
+        elif isinstance(data, dict | list) or not parts:
+            parts.append(str(part))
+            found = False
+            data = None
+        else:
+            break  # a union tag after a scalar value
+    return ".".join(parts), data, found
 
 
 def _position(data: Any, loc: tuple[int | str, ...]) -> tuple[int, ...]:
@@ -260,7 +299,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{file}: cannot read config: {exc}") from None
         source, base = str(file), file.resolve().parent
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -26,7 +26,7 @@ class SamplerConfig(BaseModel):
     null, and naming a sampler or its arguments there is refused (they would change nothing).
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)  # by type, never coerced
 
     name: str | None = "temperature"
     tasks_per_step: int | Literal["all"] = 1

@@ -53,7 +53,7 @@ class ArchitectureConfig(BaseModel):
     signature at load.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)  # by type, never coerced
 
     name: str = "hard"
     head_hidden: int | None = Field(default=None, gt=0)
@@ -84,7 +84,7 @@ class MethodConfig(BaseModel):
     when it is built.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)  # by type, never coerced
     #: the manifest registry the name belongs to (None: not checked here)
     registry: ClassVar[str | None] = None
 
