@@ -225,7 +225,10 @@ def routing(run: Run) -> str:
     """The mixture-of-experts architectures' routing report (``report.json``, test split)."""
     data = (run.report or {}).get("routing")
     if not data or not data.get("tasks"):
-        return note("No routing: the architecture has no gates (mmoe, switch, cgc, ple, dselect_k and cross_stitch report theirs).")
+        return note(
+            "No routing: the architecture has no gates "
+            "(mmoe, switch, cgc, ple, dselect_k and cross_stitch report theirs)."
+        )
     caption = (
         f"share of each expert per task on the test split ({data.get('measure', '')}); "
         "one panel per routing block"
