@@ -10,7 +10,6 @@ a fraction of a second, without importing torch, not an hour into training.
 from __future__ import annotations
 
 import copy
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from polytask.config.inputs import check_shared_inputs
 from polytask.config.manifest import listing
+from polytask.config.messages import format_error
 from polytask.config.overrides import load_yaml, parse_overrides, set_path
 from polytask.config.rule import refusal
 from polytask.config.sampler import SAMPLER_SUPPLIED, SamplerConfig
@@ -35,7 +35,7 @@ from polytask.config.sections import (
 from polytask.config.tasks import TaskConfig
 from polytask.errors import ConfigError
 from polytask.registry import Problem, did_you_mean
-from polytask.strict import UNKNOWN_KEY, StrictModel, section_errors
+from polytask.strict import StrictModel, section_errors
 
 __all__ = [
     "ARCHITECTURE_SUPPLIED",
@@ -205,73 +205,6 @@ class RunConfig(StrictModel):
         )
 
 
-def _format_error(err: ValidationError, source: str, data: Any) -> list[str]:
-    """Every error of the config, one line each with its key, in file order:
-    ``FILE: a.b: msg``. A list item of ``tasks`` is named by its task's name (as overrides
-    name it), a wrong type says what it got, and a union's alternatives are one line."""
-    lines: dict[str, tuple[list[str], list[str]]] = {}
-    for error in sorted(err.errors(), key=lambda e: _position(data, e["loc"])):
-        loc = error["loc"][:-1] if error["type"] == UNKNOWN_KEY else error["loc"]
-        where, value, found = _where(data, loc)
-        msg = error["msg"].removeprefix("Value error, ")
-        messages, got = lines.setdefault(where, ([], []))
-        if messages and msg.startswith("Input should be "):  # another alternative of a union
-            msg = msg.removeprefix("Input should be ")
-        messages.append(msg)
-        if (
-            found
-            and not got
-            and error["type"] != UNKNOWN_KEY
-            and not isinstance(value, dict | list)
-        ):
-            got.append(f", got {json.dumps(value, default=str)}")
-    return [
-        (f"{source}: {where}: " if where else f"{source}: ") + " or ".join(messages) + "".join(got)
-        for where, (messages, got) in lines.items()
-    ]
-
-
-def _where(data: Any, loc: tuple[int | str, ...]) -> tuple[str, Any, bool]:
-    """``loc`` as the user names it (``tasks.ner.weight``), cut where the file's data ends
-    (pydantic adds a union member's tag after the value's key), the value there, and
-    whether the value was found in the file."""
-    parts: list[str] = []
-    found = True
-    for part in loc:
-        if isinstance(data, dict) and part in data:
-            parts.append(str(part))
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
-            item = data[part]
-            name = item.get("name") if isinstance(item, dict) else None
-            parts.append(name if isinstance(name, str) and name and "." not in name else str(part))
-            data = item
-        elif isinstance(data, dict | list) or not parts:
-            parts.append(str(part))
-            found = False
-            data = None
-        else:
-            break  # a union tag after a scalar value
-    return ".".join(parts), data, found
-
-
-def _position(data: Any, loc: tuple[int | str, ...]) -> tuple[int, ...]:
-    """Where ``loc`` is in the file: the index of each key among its mapping's keys (YAML keeps
-    file order) or of each list item; a key the file lacks goes after its siblings."""
-    place: list[int] = []
-    for part in loc:
-        if isinstance(data, dict):
-            keys = list(data)
-            place.append(keys.index(part) if part in keys else len(keys))
-            data = data.get(part)
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            place.append(part)
-            data = data[part]
-        else:
-            break
-    return tuple(place)
-
-
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for task in data.get("tasks") or []:
         source = task.get("data") if isinstance(task, dict) else None
@@ -321,7 +254,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(*_format_error(err, source, data)) from None
+        raise ConfigError(*format_error(err, source, data)) from None
 
 
 def dump_config(config: RunConfig) -> str:
