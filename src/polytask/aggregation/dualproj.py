@@ -6,12 +6,12 @@ from typing import ClassVar
 
 import numpy as np
 
-from polytask.aggregation.base import AGGREGATORS, Aggregator, Array
-from polytask.aggregation.upgrad import dual_cone_weights, load_quadprog
+from polytask.aggregation.base import AGGREGATORS, Array
+from polytask.aggregation.upgrad import DualConeAggregator, dual_cone_weights
 
 
 @AGGREGATORS.register("dualproj")
-class DualProj(Aggregator):
+class DualProj(DualConeAggregator):
     """The projection of the average gradient onto the dual cone ``{x : g_t · x ≥ 0 ∀t}``.
 
     The projection of Lopez-Paz & Ranzato (2017), "Gradient Episodic Memory for Continual
@@ -36,17 +36,6 @@ class DualProj(Aggregator):
     """
 
     non_conflicting: ClassVar[bool] = True
-
-    def __init__(self, n_tasks: int, reg_eps: float = 1e-4, norm_eps: float = 0.0) -> None:
-        super().__init__(n_tasks)
-        if not (reg_eps > 0.0 and norm_eps >= 0.0):
-            raise ValueError(f"need reg_eps > 0 and norm_eps >= 0, got {reg_eps}, {norm_eps}")
-        self.reg_eps = reg_eps
-        self.norm_eps = norm_eps
-        load_quadprog()  # fail at construction (config time), not at the first step
-
-    def extra_repr(self) -> str:
-        return f"n_tasks={self.n_tasks}, reg_eps={self.reg_eps}, norm_eps={self.norm_eps}"
 
     def _weights(self, gramian: Array, losses: Array | None, eps: float) -> Array:
         mean = np.full((1, self.n_tasks), 1.0 / self.n_tasks)

@@ -39,8 +39,26 @@ def dual_cone_weights(gramian: Array, lower: Array, reg_eps: float, norm_eps: fl
     return np.stack([solve(r_inv, zeros, identity, u, 0, True)[0] for u in lower])
 
 
+class DualConeAggregator(Aggregator):
+    """The arguments and solver set-up of the methods solved on the dual cone (UPGrad,
+    DualProj): ``reg_eps`` (the ridge on the trace-normalised Gramian) and ``norm_eps``
+    (a Gramian whose trace is at most this is treated as zero); quadprog checked at
+    construction."""
+
+    def __init__(self, n_tasks: int, reg_eps: float = 1e-4, norm_eps: float = 0.0) -> None:
+        super().__init__(n_tasks)
+        if not (reg_eps > 0.0 and norm_eps >= 0.0):
+            raise ValueError(f"need reg_eps > 0 and norm_eps >= 0, got {reg_eps}, {norm_eps}")
+        self.reg_eps = reg_eps
+        self.norm_eps = norm_eps
+        load_quadprog()  # fail at construction (config time), not at the first step
+
+    def extra_repr(self) -> str:
+        return f"n_tasks={self.n_tasks}, reg_eps={self.reg_eps}, norm_eps={self.norm_eps}"
+
+
 @AGGREGATORS.register("upgrad")
-class UPGrad(Aggregator):
+class UPGrad(DualConeAggregator):
     """Project every task gradient onto the dual cone of all of them, then average.
 
     Quinton & Rey (2024), "Jacobian Descent for Multi-Objective Optimization", UPGrad as in
@@ -64,17 +82,6 @@ class UPGrad(Aggregator):
     advised_for_conflict: ClassVar[bool] = True
 
     non_conflicting: ClassVar[bool] = True
-
-    def __init__(self, n_tasks: int, reg_eps: float = 1e-4, norm_eps: float = 0.0) -> None:
-        super().__init__(n_tasks)
-        if not (reg_eps > 0.0 and norm_eps >= 0.0):
-            raise ValueError(f"need reg_eps > 0 and norm_eps >= 0, got {reg_eps}, {norm_eps}")
-        self.reg_eps = reg_eps
-        self.norm_eps = norm_eps
-        load_quadprog()  # fail at construction (config time), not at the first step
-
-    def extra_repr(self) -> str:
-        return f"n_tasks={self.n_tasks}, reg_eps={self.reg_eps}, norm_eps={self.norm_eps}"
 
     def _weights(self, gramian: Array, losses: Array | None, eps: float) -> Array:
         T = self.n_tasks
