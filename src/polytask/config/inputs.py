@@ -64,14 +64,12 @@ def _mismatch(name: str, source_name: str, config: Any) -> str | None:
             return f"'{t.name}' is an {t.type} task: its inputs are built per task"
         if t.held_out:
             return f"'{t.name}' is held out (never trained): no step shares its rows"
-    arch = config.architecture.name
-    if (
-        arch in listing("architectures")
-        and not listing("architectures").get(arch).encodes_shared_rows_once
-    ):
+    arch, architectures = config.architecture.name, listing("architectures")
+    if arch in architectures and not architectures.get(arch).encodes_shared_rows_once:
+        once = [n for n, e in architectures.items() if e.encodes_shared_rows_once]
         return (
             f"architecture '{arch}' runs its encoder once per task, so shared rows would "
-            "still be encoded once per task; use hard, mmoe or switch, or remove inputs"
+            f"still be encoded once per task; use {', '.join(once)}, or remove inputs"
         )
     if task.data != source.data:
         return f"'{name}' and '{source.name}' must read the same data (their data sections differ)"
