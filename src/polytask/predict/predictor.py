@@ -5,9 +5,9 @@ one forward, each task's rows one segment of the batch; a ``"*"`` job runs every
 reaches on the same rows (overlapping segments), so each architecture decides what that
 costs: one encoder pass for ``hard`` and the expert architectures (``mmoe``, ``switch``,
 ``cgc``, ``ple``, ``dselect_k``; ``cross_stitch``: one pass of each of its T columns); one
-pass per task for the task-conditioned ones (``film``, ``task_embedding``, ``prefix``: the encoder itself depends
-on the task) and for ``soft`` (one encoder per task). Instruction tasks (``causal_lm``)
-generate their answers greedily: ``{"text": ...}``.
+pass per task for the task-conditioned ones (``film``, ``task_embedding``, ``prefix``: the
+encoder itself depends on the task) and for ``soft`` (one encoder per task). Instruction
+tasks (``causal_lm``) generate their answers greedily: ``{"text": ...}``.
 
 The tokenizer is only ever called from the thread that calls :meth:`run` (fast tokenizers
 are not safe to share between threads): the server runs every batch in one worker thread.
