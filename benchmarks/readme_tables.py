@@ -743,6 +743,33 @@ def instruct() -> str:
     return "\n".join(lines)
 
 
+def solver_time() -> str:
+    """docs/methods.md: each Gramian aggregator's ``weights()`` alone, T = 4 / 8 / 32."""
+    path = RESULTS / "solver_time.json"
+    if not path.exists():
+        return _missing(path, "python benchmarks/solver_time.py", "writes it")
+    data = _load(path)
+    Ts = data["tasks"]
+    cell: dict[tuple[str, int], dict[str, Any]] = {(r["method"], r["T"]): r for r in data["rows"]}
+    methods = sorted({r["method"] for r in data["rows"]})
+    head = "| aggregator | " + " | ".join(f"T={T} median (slowest kind) µs" for T in Ts) + " |"
+    lines = [head, "|---|" + "---|" * len(Ts)]
+    for m in methods:
+        vals = []
+        for T in Ts:
+            r = cell.get((m, T))
+            vals.append("—" if r is None else f"{r['median_us']:,.0f} ({r['max_kind_us']:,.0f})")
+        lines.append(f"| `{m}` | " + " | ".join(vals) + " |")
+    skipped = "; ".join(f"`{k}`: {v}" for k, v in sorted(data["skipped"].items()))
+    lines += [
+        "",
+        f"{data['calls']} calls per Gramian kind ({', '.join(data['kinds'])}) after "
+        f"{data['warmup']} warm-up calls, {data['threads']} thread, load average "
+        f"{data['load_average']} when it ran. Not timed: {skipped or 'none'}.",
+    ]
+    return "\n".join(lines)
+
+
 def _check_pairs(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f"{p['a']} / {p['b']}": p for p in result["cosine"]["pairs"]}
 
@@ -1052,6 +1079,9 @@ BLOCKS: dict[str, Block] = {
         for name, command in LEADERBOARDS.items()
     },
     "ner_gap": Block(ner_gap, (RESULTS / "ner_gap.json",), "python benchmarks/ner_gap.py"),
+    "solver-time": Block(
+        solver_time, (RESULTS / "solver_time.json",), "python benchmarks/solver_time.py"
+    ),
     "affinity": Block(
         affinity,
         (DOCS_RESULTS / "affinity-demo.json",),
