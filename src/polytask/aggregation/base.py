@@ -71,6 +71,14 @@ class Aggregator(nn.Module, ABC):
     #: Whether the method reads per-task gradients of *trainable shared* parameters: with
     #: none (``soft``, a frozen encoder) its Gramian is zero and it would stay at ``c = 1``.
     needs_shared_gradients: ClassVar[bool] = True
+    #: Whether the coefficients come from two independent batches (MoDo, SDMGrad): every
+    #: step draws a second batch of each task and :meth:`weights` receives the cross-Gramian
+    #: ``G₁ G₂ᵀ`` of the two batches' gradients (not symmetric, so not symmetrised); the
+    #: update is ``Σ_t c_t (g₁_t + g₂_t) / 2`` (:mod:`polytask.autograd.two_batch`). The
+    #: config refuses a setting that cannot supply the second batch's per-task parameter
+    #: gradients (``single_input: representation``, ``resolve_every``). Called on one matrix
+    #: (``G Gᵀ``) such a method sees the two batches coincide.
+    needs_two_batches: ClassVar[bool] = False
 
     def __init__(self, n_tasks: int) -> None:
         super().__init__()
@@ -123,7 +131,8 @@ class Aggregator(nn.Module, ABC):
         loss_array = None if losses is None else losses.detach().to("cpu", torch.float64).numpy()
         finite = np.isfinite(matrix).all() and (loss_array is None or np.isfinite(loss_array).all())
         if finite:
-            coefficients = self._weights(0.5 * (matrix + matrix.T), loss_array, eps)
+            square = matrix if self.needs_two_batches else 0.5 * (matrix + matrix.T)
+            coefficients = self._weights(square, loss_array, eps)
         else:
             coefficients = np.full(T, np.nan)
         return torch.as_tensor(coefficients, dtype=gramian.dtype, device=gramian.device)
