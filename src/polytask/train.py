@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from polytask.config.run import RunConfig
-from polytask.data.batching import collate
 from polytask.distributed import gather_objects
 from polytask.training.end import evaluate_and_keep_best, finish
 from polytask.training.params import count_parameters
@@ -22,8 +21,7 @@ from polytask.training.step import (
     TrainingError,
     count_step,
     divergence,
-    draw_step,
-    loss_units,
+    draw_batches,
     task_losses,
     train_record,
     train_step,
@@ -54,7 +52,7 @@ def train(
     run = prepare_training(config, setup, accelerator, run_dir, resume_from)
     model, resumable, state, specs = run.model, run.resumable, run.state, setup.specs
     optimizer, scheduler, pad_id = resumable.optimizer, resumable.scheduler, run.pad_id
-    main, world = bool(accelerator.is_main_process), accelerator.num_processes
+    main = bool(accelerator.is_main_process)
     k, every = config.picks_per_step, tc.checkpoint_every or tc.eval_every
     checkpoints = checkpoints and run.writes_checkpoints  # False: no resumable checkpoint/
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
@@ -64,13 +62,13 @@ def train(
     while state.step < tc.max_steps:
         step_started = time.perf_counter()
         picked = [run.names[i] for i in resumable.sampler.sample(state.step, tc.max_steps, k)]
-        draws = draw_step(picked, resumable.streams, setup.shares)
-        batch = collate([(specs[n], d.rows) for n, d in draws.items()], pad_id, setup.shares)
-        batch = batch.to(accelerator.device)
-        units = loss_units(batch, specs, draws) if world > 1 else None
+        draws, batch, units, second = draw_batches(  # second: MoDo, SDMGrad (else None)
+            setup, picked, resumable.streams, pad_id, accelerator
+        )
         monitor = tc.monitor_every is not None and (state.step + 1) % tc.monitor_every == 0
-        record = train_step(setup, model, batch, accelerator, optimizer, scheduler, monitor, units)
-        count_step(state, record, draws, step_started)
+        parts = (optimizer, scheduler, monitor, units, second)
+        record = train_step(setup, model, batch, accelerator, *parts)
+        count_step(state, record, draws, step_started, second)
         log.write(train_record(state, list(draws), record))
         progress.advance({} if "skipped" in record else record["loss"])
         problem = divergence(state, tc.max_bad_steps, record)

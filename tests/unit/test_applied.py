@@ -250,6 +250,43 @@ def run_cell(
     return seen, objective
 
 
+def run_two_batch_cell(setup: Setup, initial: dict, config: RunConfig, mode: str) -> list[dict]:
+    """A two-batch aggregator (MoDo, SDMGrad): steps through ``train_step`` with the second
+    batch drawn after the first; its exact update (cross-Gramian, mean of both batches'
+    gradients) is checked against autograd in ``tests/unit/test_two_batch.py``. Here: the
+    step applies (every trainable parameter moves, finite) and logs its weights."""
+    from polytask.training.step import Second
+
+    setup.model.load_state_dict(initial)
+    objective = _objective(config)
+    setup = dataclasses.replace(setup, config=config, objective=objective)
+    objective.attach(setup.model)
+    params = _trainable(setup, objective)
+    optimizer = torch.optim.SGD(params, lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    streams = {
+        t: TaskStream(setup.data[t].splits["train"], 4, 1, i, setup.specs[t])
+        for i, t in enumerate(TASKS)
+    }
+    seen, accelerator = [], Accelerator(cpu=True)
+    for _ in range(STEPS[mode]):
+        batch, again = (
+            _step_batch(setup, streams, list(TASKS)),
+            _step_batch(setup, streams, [*TASKS]),
+        )
+        before = [p.detach().clone() for p in params]
+        second = Second(again, {})
+        parts = (accelerator, optimizer, scheduler, False, None, second)
+        record = train_step(setup, setup.model, batch, *parts)
+        assert record["grad_method"].endswith("two batches"), record
+        assert all(torch.isfinite(p).all() for p in params)
+        moved = sum(bool((b != p.detach()).any()) for b, p in zip(before, params, strict=True))
+        assert moved >= len(params) - 2, moved  # all but the pooler's (unused) two
+        coefficients = torch.tensor([record["combine"][t] for t in TASKS], dtype=torch.float64)
+        seen.append({"weights": record["weights"], "combine": coefficients, "record": record})
+    return seen
+
+
 def _differs(values: list[float], baseline: float) -> bool:
     return any(abs(v - baseline) > 1e-4 * max(1.0, abs(baseline)) for v in values)
 
@@ -275,7 +312,10 @@ def test_configured_method_is_applied_or_refused(
         ), message
         assert arch != "shared" or mode != "all", f"every pair applies there: {message}"
         return
-    steps, _ = run_cell(*setups[arch], config, mode)
+    if AGGREGATORS.get(aggregator).needs_two_batches:
+        steps = run_two_batch_cell(*setups[arch], config, mode)
+    else:
+        steps, _ = run_cell(*setups[arch], config, mode)
     # the method's effect shows: weights other than 1 unless it is equal weighting, and
     # coefficients other than 1 unless it is the plain sum
     weights = [v for s in steps for v in s["weights"].values()]

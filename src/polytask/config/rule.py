@@ -60,6 +60,32 @@ def refusal(
     return None
 
 
+def two_batch_refusal(
+    aggregator: tuple[str, Entry], *, single_input: str | None, resolve_every: int = 1
+) -> str | None:
+    """Why an aggregator that ``needs_two_batches`` (MoDo, SDMGrad) would not get the second
+    batch's per-task parameter gradients it solves on, every step, or None: under
+    ``train.single_input: representation`` the engine measures gradients at the shared
+    representation (rows of one batch, not comparable across two), and
+    ``aggregator.resolve_every`` skips the solve (and so the second batch) on most steps."""
+    name, entry = aggregator
+    if not entry.needs_two_batches:
+        return None
+    why = f"aggregator '{name}' solves on the cross-Gramian of two batches' parameter gradients"
+    others = " or ".join(_names("aggregators", "needs_two_batches")[:4])
+    if single_input == "representation":
+        return (
+            f"{why}, but train.single_input is representation (gradients at one batch's "
+            f"representation rows): set train.single_input: exact, or use aggregator {others}"
+        )
+    if resolve_every != 1:
+        return (
+            f"{why} drawn on every step, but aggregator.resolve_every is {resolve_every}: "
+            f"remove aggregator.resolve_every, or use aggregator {others}"
+        )
+    return None
+
+
 def _names(key: str, flag: str) -> list[str]:
     """The registered methods whose capability ``flag`` is false (for a fix's choices)."""
     return [name for name, entry in listing(key).items() if not getattr(entry, flag)]

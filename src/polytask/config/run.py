@@ -21,7 +21,7 @@ from polytask.config.inputs import check_shared_inputs
 from polytask.config.manifest import listing
 from polytask.config.messages import format_error
 from polytask.config.overrides import load_yaml, parse_overrides, set_path
-from polytask.config.rule import refusal
+from polytask.config.rule import refusal, two_batch_refusal
 from polytask.config.sampler import SAMPLER_SUPPLIED, SamplerConfig
 from polytask.config.sections import (
     ARCHITECTURE_SUPPLIED,
@@ -144,6 +144,11 @@ class RunConfig(StrictModel):
             k=k,
             n_tasks=n_tasks,
             architecture=(arch.name, shared),
+        )
+        problem = problem or two_batch_refusal(
+            (a, listing("aggregators").get(a)),
+            single_input=self.train.single_input,
+            resolve_every=getattr(self.aggregator, "resolve_every", 1),
         )
         if problem is not None:
             raise ValueError(problem)

@@ -13,6 +13,7 @@ from torch import nn
 from polytask.aggregation import AGGREGATORS, Aggregator
 from polytask.autograd.engine import PerTaskGradients, weighted_backward
 from polytask.autograd.passes import average_grads
+from polytask.autograd.two_batch import SecondBatch, step_backward
 from polytask.models import MultiTaskModel
 from polytask.objective.terms import learned_term, named, subset_backward
 from polytask.registry import build
@@ -47,6 +48,7 @@ class Objective(nn.Module):
         self._engine: PerTaskGradients | None = None
         self._monitor: PerTaskGradients | None = None
         self._active: PerTaskGradients | None = None  # the engine of the current step
+        self._second: SecondBatch | None = None  # a two-batch aggregator's second batch
 
     @property
     def needs_task_gradients(self) -> bool:
@@ -168,7 +170,10 @@ class Objective(nn.Module):
         grad_scale = float(scaler.get_scale()) if scaler is not None else 1.0
         dtype = next(iter(losses.values())).dtype
         combine = self._combine(vector, dtype, accelerator) if fixed is None else _ones
-        stats = engine.backward(scaled, combine, grad_scale=grad_scale)
+        needs, (second, self._second) = self.aggregator.needs_two_batches, (self._second, None)
+        stats = step_backward(engine, scaled, step, combine, grad_scale, second, needs)
+        if stats is None:  # the second batch's loss is not finite: nothing is applied
+            return {**log, "skipped": "non-finite loss (second batch)"}
         if fixed is not None:  # report them as the aggregator's weights on ∇(w_t L_t)
             stats.weights, stats.norms = fixed.cpu(), stats.norms / fixed.cpu()
         learned = learned_term(w * static, vector, regularizer)
@@ -186,6 +191,10 @@ class Objective(nn.Module):
             }
         )
         return log
+
+    def pair(self, second: SecondBatch) -> None:
+        """A two-batch aggregator's second batch, before :meth:`backward` (autograd.two_batch)."""
+        self._second = second
 
     def _subset_backward(
         self,
