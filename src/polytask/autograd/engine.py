@@ -8,7 +8,8 @@ training loop hands the per-task losses here. Two entry points:
 * :class:`PerTaskGradients`: per-task gradients ``g_t`` of the shared parameters, their
   ``T × T`` Gramian (float64, accumulated parameter by parameter, never a ``[T, P]``
   concatenation), ``c = combine(Gramian)`` from a gradient aggregator, then
-  ``.grad = Σ_t c_t g_t`` for shared parameters and ``∇(w_t L_t)`` for task ``t``'s head.
+  ``.grad = Σ_t c_t g_t`` for shared parameters and ``∇(w_t L_t)`` for task ``t``'s head
+  (``backward_fixed``: the same for a given ``c``, one backward plus a head-only pass).
 
 Methods (``GradStats.method``), chosen per step from the batch layout:
 
@@ -64,7 +65,7 @@ from polytask.autograd.passes import (
     write_grads,
 )
 from polytask.autograd.stats import Combine, GradStats, coefficients, grad_stats
-from polytask.autograd.steps import representation_step, unshared_step
+from polytask.autograd.steps import fixed_step, representation_step, unshared_step
 from polytask.segments import overlapping
 
 if TYPE_CHECKING:
@@ -253,6 +254,17 @@ class PerTaskGradients:
         if keep_task_grads:
             kept = {n: pieces[id(p)].full(p.shape) for n, p in self.shared if id(p) in pieces}
         return grad_stats(tasks, gramian, c, method, kept)
+
+    def backward_fixed(self, losses: dict[str, Tensor], c: Tensor, grad_scale: float = 1.0) -> None:
+        """``.grad`` as :meth:`backward` writes it for the given coefficients ``c`` (tasks in
+        ``losses`` order), from one backward and no per-task gradients
+        (:func:`~polytask.autograd.steps.fixed_step`): for a step that reuses an earlier
+        step's ``c`` (``aggregator.resolve_every``). Its forward needs no :meth:`capture`."""
+        self._step = None
+        tasks = list(losses)
+        heads = [[p for _, p in self.model.task_parameters(t) if p.requires_grad] for t in tasks]
+        weighted = [losses[t] * grad_scale for t in tasks]
+        fixed_step([p for _, p in self.shared], weighted, heads, c)
 
     def _check(self, step: _Step, weighted: list[Tensor]) -> str:
         """The method this step can use: a failed safety check falls back to per-task passes."""

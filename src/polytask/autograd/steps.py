@@ -1,6 +1,7 @@
-"""The two one-backward methods of :class:`~polytask.autograd.engine.PerTaskGradients` that
-need no segment hooks: ``"representation"`` (MGDA-UB, Sener & Koltun 2018) and ``"unshared"``
-(a model without shared parameters). See the engine's docstring for when each runs."""
+"""The one-backward methods of :class:`~polytask.autograd.engine.PerTaskGradients` that need
+no segment hooks: ``"representation"`` (MGDA-UB, Sener & Koltun 2018), ``"unshared"`` (a model
+without shared parameters) and :func:`fixed_step` (given coefficients, no per-task gradients).
+See the engine's docstring for when each runs."""
 
 from __future__ import annotations
 
@@ -75,3 +76,23 @@ def unshared_step(
     return grad_stats(
         tasks, gramian, torch.ones(T, dtype=torch.float64), "unshared", {} if keep else None
     )
+
+
+def fixed_step(
+    shared: list[nn.Parameter], weighted: list[Tensor], heads: list[list[nn.Parameter]], c: Tensor
+) -> None:
+    """``.grad`` as the engine writes it for the coefficients ``c``, without per-task gradients:
+    ONE backward of ``Σ_t c_t w_t L_t`` into the shared parameters (exactly ``Σ_t c_t g_t``),
+    then one of ``Σ_t w_t L_t`` into the task parameters, which only their own task's loss
+    reaches (``∇(w_t L_t)``, as after a solve; a head-only pass: autograd runs only the part
+    of the graph between the losses and the heads)."""
+    combined = torch.stack([loss * k for loss, k in zip(weighted, c.tolist(), strict=True)]).sum()
+    inputs = [p for ps in heads for p in ps]
+    grads: list[Tensor | None] = []
+    if shared:
+        grads = list(torch.autograd.grad(combined, shared, retain_graph=True, allow_unused=True))
+    own: list[Tensor | None] = []
+    if inputs:
+        own = list(torch.autograd.grad(torch.stack(weighted).sum(), inputs, allow_unused=True))
+    sizes = [0, *itertools.accumulate(len(ps) for ps in heads)]
+    write_grads([shared, *heads], [grads, *(own[a:b] for a, b in itertools.pairwise(sizes))])

@@ -29,7 +29,12 @@ from polytask.registry import Fields, Registry, signature_fields
 #: the capability flags the config reads (polytask.config.rule), per registry
 FLAGS = {
     "weightings": ("needs_all_tasks", "needs_grad_norms"),
-    "aggregators": ("needs_all_tasks", "needs_shared_gradients", "needs_two_batches"),
+    "aggregators": (
+        "needs_all_tasks",
+        "needs_shared_gradients",
+        "gramian_free",
+        "needs_two_batches",
+    ),
     "architectures": ("encodes_shared_rows_once",),
 }
 ABOUT = (

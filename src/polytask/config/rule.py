@@ -14,17 +14,21 @@ def refusal(
     k: int,
     n_tasks: int,
     architecture: tuple[str, bool],
+    resolve_every: int = 1,
 ) -> str | None:
     """Why a step would not apply this weighting and aggregator as configured, or None.
 
     The one rule, read from what each method class declares (``needs_all_tasks``,
-    ``needs_shared_gradients``, ``needs_grad_norms``, as the manifest records them: ``entry``
-    is :func:`polytask.config.manifest.listing` ``(...).get(name)``) and from the architecture
-    (``(name, trains_shared)``): a step trains ``k`` of the ``n_tasks`` tasks.
+    ``needs_shared_gradients``, ``needs_grad_norms``, ``gramian_free``, as the manifest records
+    them: ``entry`` is :func:`polytask.config.manifest.listing` ``(...).get(name)``) and from
+    the architecture (``(name, trains_shared)``): a step trains ``k`` of the ``n_tasks`` tasks.
 
     * ``k < n_tasks``: the weighting must weigh each task on its own loss and the
       aggregator must have fixed coefficients (:func:`polytask.objective.terms.subset_backward`).
     * no trainable shared parameters: no per-task gradient to combine or measure.
+    * ``resolve_every`` > 1 (``aggregator.resolve_every``): the aggregator must solve a
+      Gramian (``gramian_free`` false) and the weighting must not need gradient norms, which
+      the steps that reuse the coefficients do not compute.
 
     Every accepted combination is applied by :class:`Objective`; the config refuses the
     others at load with this one line (the pair, and the fix).
@@ -32,6 +36,10 @@ def refusal(
     (w_name, w_cls), (a_name, a_cls) = weighting, aggregator
     arch, shared = architecture
     pair = f"weighting '{w_name}' with aggregator '{a_name}'"
+    if resolve_every != 1:
+        reused = _resolve_refusal(weighting, aggregator, resolve_every)
+        if reused is not None:
+            return f"{pair}: {reused}"
     if k < n_tasks and (w_cls.needs_all_tasks or a_cls.needs_all_tasks):
         if w_cls.needs_all_tasks:
             why = f"'{w_name}' weighs every task's loss together"
@@ -56,6 +64,28 @@ def refusal(
             f"{pair} on architecture '{arch}': it trains no shared parameters, so '{name}' "
             f"has no per-task gradients to work on ({stays}): use {fix}, or an architecture "
             "that trains a shared encoder"
+        )
+    return None
+
+
+def _resolve_refusal(
+    weighting: tuple[str, Entry], aggregator: tuple[str, Entry], every: int
+) -> str | None:
+    """Why ``aggregator.resolve_every: every`` would not apply to this pair, or None."""
+    (w_name, w_cls), (a_name, a_cls) = weighting, aggregator
+    option = f"aggregator.resolve_every is {every}"
+    undo = "remove aggregator.resolve_every (or set it to 1)"
+    if a_cls.gramian_free:
+        solving = ", ".join(_names("aggregators", "gramian_free"))
+        return (
+            f"{option}, but '{a_name}' has fixed coefficients (no Gramian is solved, so none "
+            f"is reused): {undo}, or use an aggregator that solves one ({solving})"
+        )
+    if w_cls.needs_grad_norms:
+        return (
+            f"{option}, but '{w_name}' needs the per-task gradient norms of every step, which "
+            f"the steps reusing the coefficients do not compute: {undo}, or use a weighting "
+            f"without gradient norms ({', '.join(_names('weightings', 'needs_grad_norms'))})"
         )
     return None
 

@@ -144,6 +144,7 @@ class RunConfig(StrictModel):
             k=k,
             n_tasks=n_tasks,
             architecture=(arch.name, shared),
+            resolve_every=self.aggregator.resolve_every,
         )
         problem = problem or two_batch_refusal(
             (a, listing("aggregators").get(a)),

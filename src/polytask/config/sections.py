@@ -108,9 +108,17 @@ class WeightingConfig(MethodConfig):
 
 
 class AggregatorConfig(MethodConfig):
-    """The ``aggregator:`` section: a gradient aggregator and its hyperparameters."""
+    """The ``aggregator:`` section: a gradient aggregator and its hyperparameters.
+
+    ``resolve_every``: solve the aggregator's coefficients on one full step in N and reuse them
+    on the steps between (:mod:`polytask.objective.resolve`); 1 (default) solves every step.
+    Refused at load with a Gramian-free aggregator and with a weighting that needs gradient
+    norms (:func:`polytask.config.rule.refusal`).
+    """
 
     registry: ClassVar[str | None] = "aggregators"
+
+    resolve_every: int = Field(default=1, ge=1)
 
 
 class TrainConfig(StrictModel):

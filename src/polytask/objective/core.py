@@ -15,6 +15,7 @@ from polytask.autograd.engine import PerTaskGradients, weighted_backward
 from polytask.autograd.passes import average_grads
 from polytask.autograd.two_batch import SecondBatch, step_backward
 from polytask.models import MultiTaskModel
+from polytask.objective.resolve import grad_scale, resolver, reuse_backward
 from polytask.objective.terms import learned_term, named, subset_backward
 from polytask.registry import build
 from polytask.segments import Segment
@@ -29,6 +30,9 @@ class Objective(nn.Module):
     :meth:`state_dict`. When the aggregator needs per-task gradients (anything but
     ``sum``/``mean``) or the weighting needs their norms (``gradnorm``), the forward must
     run inside :meth:`capture` so the per-task gradient engine sees it.
+
+    ``resolve_every`` (N > 1): a Gramian aggregator's coefficients are solved on one full step
+    in N and reused in between (:mod:`polytask.objective.resolve`, held in :attr:`resolve`).
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class Objective(nn.Module):
         weighting: LossWeighting,
         aggregator: Aggregator,
         single_input: Literal["exact", "representation"] = "exact",
+        resolve_every: int = 1,
     ) -> None:
         super().__init__()
         self.single_input = single_input  # per-task gradients of tasks reading the same rows
@@ -49,6 +54,8 @@ class Objective(nn.Module):
         self._monitor: PerTaskGradients | None = None
         self._active: PerTaskGradients | None = None  # the engine of the current step
         self._second: SecondBatch | None = None  # a two-batch aggregator's second batch
+        self._reusing = False  # the current step reuses the cached coefficients
+        self.resolve = resolver(len(tasks), resolve_every, aggregator, weighting)
 
     @property
     def needs_task_gradients(self) -> bool:
@@ -78,10 +85,13 @@ class Objective(nn.Module):
 
     def uses_engine(self, segments: list[Segment], monitor: bool = False) -> bool:
         """Pick the engine for a step (before its forward): True when one will run."""
-        present = {s.task for s in segments}
+        full = {s.task for s in segments} == set(self.tasks)
         engine = self._engine or (self._monitor if monitor else None)
-        self._active = engine if present == set(self.tasks) else None
-        return self._active is not None
+        # a reuse step writes .grad itself too (no capture): True, on the unwrapped module
+        cache = self.resolve
+        self._reusing = full and self._engine is not None and cache is not None and not cache.due
+        self._active = engine if full and not self._reusing else None
+        return self._active is not None or self._reusing
 
     def capture(self, segments: list[Segment]) -> AbstractContextManager[None]:
         """Context for the forward of a batch: lets the engine split gradients by task.
@@ -102,7 +112,7 @@ class Objective(nn.Module):
         """Forget a captured forward whose step is skipped (no backward follows)."""
         if self._active is not None:
             self._active.discard()
-        self._active = None
+        self._active, self._reusing = None, False
 
     def backward(
         self,
@@ -123,14 +133,16 @@ class Objective(nn.Module):
         """
         extra = {k: v for k, v in (extra or {}).items() if v.requires_grad}
         engine, self._active = self._active, None
+        reuse, self._reusing = self._reusing, False
+        engine = self._engine if reuse else engine
         seen = values if values is not None else losses
         if extra and engine is not None and all(t in losses for t in self.tasks):
             # the engine frees the forward graph: backpropagate the extra terms first
             floats = {k: v.float() for k, v in extra.items()}
             weighted_backward(accelerator, floats, dict.fromkeys(floats, 1.0), retain_graph=True)
-            log = self._backward(accelerator, losses, {}, engine, seen)
+            log = self._backward(accelerator, losses, {}, engine, seen, reuse)
         else:
-            log = self._backward(accelerator, losses, extra, engine, seen)
+            log = self._backward(accelerator, losses, extra, engine, seen, reuse)
         if extra:
             log["regularization"] = {k: round(float(v.detach()), 6) for k, v in extra.items()}
         average_grads([p for p in self.parameters() if p.grad is not None])
@@ -143,6 +155,7 @@ class Objective(nn.Module):
         extra: dict[str, torch.Tensor],
         engine: PerTaskGradients | None,
         values: dict[str, torch.Tensor],
+        reuse: bool = False,
     ) -> dict[str, Any]:
         if any(t not in losses for t in self.tasks):
             return self._subset_backward(accelerator, losses, extra, values)
@@ -166,17 +179,19 @@ class Objective(nn.Module):
         fixed = self._fixed_scale().to(coef) if self.aggregator.gramian_free else None
         step = coef if fixed is None else coef * fixed
         scaled = {t: losses[t] * step[i] for i, t in enumerate(self.tasks)}
-        scaler = getattr(accelerator, "scaler", None)
-        grad_scale = float(scaler.get_scale()) if scaler is not None else 1.0
+        learned = learned_term(w * static, vector, regularizer)
+        if reuse and self.resolve is not None:  # the aggregator is not called
+            return {**log, **reuse_backward(accelerator, engine, scaled, learned, self.resolve)}
         dtype = next(iter(losses.values())).dtype
         combine = self._combine(vector, dtype, accelerator) if fixed is None else _ones
         needs, (second, self._second) = self.aggregator.needs_two_batches, (self._second, None)
-        stats = step_backward(engine, scaled, step, combine, grad_scale, second, needs)
+        stats = step_backward(engine, scaled, step, combine, grad_scale(accelerator), second, needs)
         if stats is None:  # the second batch's loss is not finite: nothing is applied
             return {**log, "skipped": "non-finite loss (second batch)"}
+        if self.resolve is not None:
+            self.resolve.step(stats.weights)
         if fixed is not None:  # report them as the aggregator's weights on ∇(w_t L_t)
             stats.weights, stats.norms = fixed.cpu(), stats.norms / fixed.cpu()
-        learned = learned_term(w * static, vector, regularizer)
         if self.weighting.needs_grad_norms:
             norms = stats.norms.to(device) / coef.clamp(min=1e-12)
             learned = learned + self.weighting.balancing_loss(norms, vector)
@@ -252,11 +267,14 @@ def build_objective(
     weighting: tuple[str, dict[str, Any]],
     aggregator: tuple[str, dict[str, Any]],
     single_input: Literal["exact", "representation"] = "exact",
+    resolve_every: int = 1,
 ) -> Objective:
     """Build from plain arguments: task names, static weights, task kinds, (name, kwargs) pairs.
 
     ``kinds`` ("regression"/"classification" per task) fills a weighting's ``kinds``
     argument when the config leaves it out (uncertainty weighting's two forms).
+    ``resolve_every``: solve the aggregator's coefficients on one full step in N
+    (:mod:`polytask.objective.resolve`).
     """
     n = len(tasks)
     w_name, w_kwargs = weighting
@@ -265,7 +283,7 @@ def build_objective(
     built_w = build(WEIGHTINGS, w_name, w_kwargs, n, "weighting")
     built_a = build(AGGREGATORS, aggregator[0], aggregator[1], n, "aggregator")
     assert isinstance(built_w, LossWeighting) and isinstance(built_a, Aggregator)
-    return Objective(tasks, task_weights, built_w, built_a, single_input)
+    return Objective(tasks, task_weights, built_w, built_a, single_input, resolve_every)
 
 
 def _arguments(cls: type) -> list[str]:

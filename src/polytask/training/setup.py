@@ -73,6 +73,7 @@ def build(config: RunConfig) -> Setup:
         (config.weighting.name, config.weighting.kwargs),
         (config.aggregator.name, config.aggregator.kwargs),
         config.train.single_input or "exact",
+        config.aggregator.resolve_every,
     )
     return Setup(config, tokenizer, data, model, objective, config.train.max_grad_norm, shares)
 
