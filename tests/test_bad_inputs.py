@@ -316,6 +316,17 @@ def _(ws: Workspace) -> list[str]:
     return ws.train(ws.config(), "architecture.name=soft", *every, "aggregator.name=upgrad")
 
 
+@case("resolve-every-fixed-coefficients", "resolve_every is 3", "'sum' has fixed coefficients")
+def _(ws: Workspace) -> list[str]:
+    return ws.train(ws.config(), "aggregator.name=sum", "aggregator.resolve_every=3")
+
+
+@case("resolve-every-grad-norms", "resolve_every is 3", "'gradnorm' needs the per-task gradient")
+def _(ws: Workspace) -> list[str]:
+    every = ("sampler.tasks_per_step=all", "sampler.name=null", "weighting.name=gradnorm")
+    return ws.train(ws.config(), *every, "aggregator.name=upgrad", "aggregator.resolve_every=3")
+
+
 @case("sampler-without-effect", "sampler.name: no effect with every task in every step")
 def _(ws: Workspace) -> list[str]:
     return ws.train(ws.config(), "sampler.tasks_per_step=all")

@@ -54,6 +54,9 @@ def no_dropout_encoder(tiny_encoder: Path, folder: Path) -> Path:
 METHODS = {  # "equal": the plain sum of the task losses; "pcgrad": per-task gradient engine
     "equal": {"weighting": {"name": "equal"}, "aggregator": {"name": "sum"}},
     "pcgrad": {"weighting": {"name": "equal"}, "aggregator": {"name": "pcgrad"}},
+    # periodic re-solving: reuse steps write .grad themselves (rank-averaged); the resume
+    # below starts one step into a period (step-4 checkpoint, N = 3)
+    "resolve": {"weighting": {"name": "equal"}, "aggregator": {"name": "mgda", "resolve_every": 3}},
 }
 
 
