@@ -98,3 +98,36 @@ def test_validating_a_good_config_imports_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("doc", "first"),
+    [
+        ("One line.", "One line."),
+        ("Wraps\n    onto two lines. Then more.", "Wraps onto two lines."),
+        ("Cites (Perez et al. 2018). Then.", "Cites (Perez et al. 2018)."),
+        ("Lists e.g. a few. Then.", "Lists e.g. a few."),
+        ("Keeps ``a. B`` and `c. D` whole. Then.", "Keeps ``a. B`` and `c. D` whole."),
+        ("Keeps (a. B) whole. Then.", "Keeps (a. B) whole."),
+        ("Numbers 0.75 and 1. and on. Then.", "Numbers 0.75 and 1. and on."),
+        ("Ends before a literal. ``x`` starts the next.", "Ends before a literal."),
+        ("First paragraph\nonly.\n\nSecond. paragraph.", "First paragraph only."),
+        ("", ""),
+    ],
+)
+def test_summary_is_the_first_sentence_whole(doc: str, first: str) -> None:
+    assert manifest.summary(doc) == first
+
+
+@pytest.mark.parametrize("key", manifest.KEYS)
+def test_no_listed_description_ends_mid_sentence(key: str) -> None:
+    registry, _ = live_registries()[key]
+    for name, entry in manifest.listing(key).items():
+        doc = registry.get(name).__doc__ or ""
+        paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+        assert entry.doc.endswith("."), (name, entry.doc)
+        assert entry.doc == manifest.summary(doc), name
+        assert paragraph.startswith(entry.doc), name
+        rest = paragraph[len(entry.doc) :]
+        assert rest == "" or (rest[0] == " " and not rest[1].islower()), (name, rest)
+        assert entry.doc.count("``") % 2 == 0 and entry.doc.count("(") == entry.doc.count(")")

@@ -93,6 +93,8 @@ def affinity(
 
 def ls() -> None:
     """List registered architectures, samplers, task types, loss weightings, aggregators."""
+    from rich.markup import escape  # a description's "[...]" is text, not rich markup
+
     from polytask.config.manifest import listing  # the committed manifest: no torch
 
     registries = (
@@ -105,4 +107,4 @@ def ls() -> None:
     for title, key in registries:
         out.print(f"[bold]{title}[/bold]")
         for name, entry in listing(key).items():
-            out.print(f"  {name:<14} {entry.doc}")
+            out.print(f"  {name:<14} {escape(entry.doc)}")

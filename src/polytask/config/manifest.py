@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from functools import cached_property
 from importlib import resources
@@ -51,11 +52,48 @@ LIVE: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
     "aggregators": ("polytask.aggregation.base", "AGGREGATORS", SUPPLIED),
 }
 
-__all__ = ["KEYS", "MANIFEST_FILE", "Entry", "Listing", "bind", "listing", "read_manifest"]
+__all__ = [
+    "KEYS",
+    "MANIFEST_FILE",
+    "Entry",
+    "Listing",
+    "bind",
+    "listing",
+    "read_manifest",
+    "summary",
+]
+
+#: words whose period does not end a sentence ("e.g. x", "Perez et al. 2018")
+ABBREVIATIONS = frozenset({"e.g", "i.e", "al", "cf", "vs", "etc", "approx", "resp", "eq", "fig"})
+_CODE = re.compile(r"(`+).+?\1")  # an inline literal: ``x``, `x`
+
+
+def summary(doc: str | None) -> str:
+    """A docstring's first sentence, whole: the first paragraph's lines joined, cut at the
+    first ``.``, ``!`` or ``?`` that is followed by a space and not lower case, outside inline
+    literals and parentheses, and not the period of an abbreviation (``e.g.``, ``et al.``).
+
+    >>> summary("Route each token. to ``top_k`` (e.g. x) of ``a. B``, et al. 2018. Then.")
+    'Route each token. to ``top_k`` (e.g. x) of ``a. B``, et al. 2018.'
+    """
+    paragraph = re.split(r"\n\s*\n", (doc or "").strip(), maxsplit=1)[0]
+    text = " ".join(paragraph.split())
+    masked = _CODE.sub(lambda m: "_" * len(m.group(0)), text)  # neither case nor "."
+    depth = 0
+    for i, char in enumerate(masked):
+        depth += (char in "([{") - (char in ")]}")
+        if char not in ".!?" or depth > 0 or masked[i + 1 : i + 2] not in ("", " "):
+            continue
+        following = masked[i + 2 : i + 3]
+        word = masked[:i].rsplit(" ", 1)[-1].lstrip("(\"'").lower()
+        if following.islower() or word in ABBREVIATIONS:
+            continue
+        return text[: i + 1]
+    return text
 
 
 class Entry:
-    """One registered name: ``doc`` (its docstring's first line), ``fields`` (the configurable
+    """One registered name: ``doc`` (its docstring's first sentence), ``fields`` (the configurable
     constructor arguments) and its capability flags as attributes (``entry.needs_all_tasks``)."""
 
     def __init__(self, name: str, stored: dict[str, Any]) -> None:
@@ -88,8 +126,7 @@ class LiveEntry(Entry):
     """A name registered at run time, read from its live class (the same attributes)."""
 
     def __init__(self, name: str, cls: Any, supplied: tuple[str, ...] | None) -> None:
-        doc = (getattr(cls, "__doc__", None) or "").strip().splitlines()
-        super().__init__(name, {"doc": doc[0] if doc else ""})
+        super().__init__(name, {"doc": summary(getattr(cls, "__doc__", None))})
         self._cls, self._supplied = cls, supplied
 
     @cached_property

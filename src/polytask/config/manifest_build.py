@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, create_model
 
-from polytask.config.manifest import KEYS, LIVE, MANIFEST_FILE
+from polytask.config.manifest import KEYS, LIVE, MANIFEST_FILE, summary
 from polytask.config.signatures import decode_fields, encode_fields
 from polytask.registry import Fields, Registry, signature_fields
 
@@ -68,8 +68,7 @@ def build_manifest() -> dict[str, Any]:
         assert key in KEYS
         entries = {}
         for name, obj in registry.items():
-            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
-            entry: dict[str, Any] = {"doc": doc[0] if doc else ""}
+            entry: dict[str, Any] = {"doc": summary(getattr(obj, "__doc__", None))}
             fields: Fields = {}
             if supplied is not None:
                 fields = signature_fields(obj, supplied)
