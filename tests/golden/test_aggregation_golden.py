@@ -174,11 +174,14 @@ def test_imtl_g_matches_torchjd() -> None:
 @pytest.mark.parametrize("scale_mode", ["min", "median", "rmse"])
 def test_aligned_mtl_matches_torchjd(scale_mode: str) -> None:
     """torchjd averages the aligned gradients; the official code (and ours) sums them, so
-    torchjd gets ``pref_vector = 1``. Tolerance as for IMTL-G (``√λ_min`` conditioning)."""
+    torchjd gets ``pref_vector = 1``. Both eigendecompose ``G Gᵀ``, whose condition number
+    in the ``scaled`` case reaches 4e12 (T = 5): float64 then leaves ~eps·κ ≈ 1e-4 in the
+    weakest directions, and the two LAPACK paths differ by up to 1.1e-6 ‖G‖ (T = 8, rmse,
+    measured with numpy 2.4.6): 1e-5 there, 1e-6 near-parallel, 1e-10 elsewhere."""
     for T, case, G in cases():
         ours = AGGREGATORS.get("aligned_mtl")(T, scale_mode=scale_mode)(G)
         ref = tj.AlignedMTL(pref_vector=torch.ones(T, dtype=G.dtype), scale_mode=scale_mode)(G)
-        rtol = 1e-6 if case in ("near_parallel", "scaled") else 1e-10
+        rtol = {"near_parallel": 1e-6, "scaled": 1e-5}.get(case, 1e-10)
         close(ours, ref, G, rtol, (T, case))
 
 
