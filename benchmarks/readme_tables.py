@@ -1067,7 +1067,7 @@ BLOCKS: dict[str, Block] = {
     "check": Block(
         check,
         (DOCS_RESULTS / "check-demo.json", DOCS_RESULTS / "check-demo-head-warmup-40.json"),
-        "polytask check --json -o FILE (and --head-warmup 40)",
+        "polytask check --head-warmup 0 --json -o FILE (and --head-warmup 40)",
     ),
     **{
         f"leaderboard-{name}": Block(

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from polytask.config.run import config_from_dict
+from polytask.diagnostics import HEAD_WARMUP
 from polytask.diagnostics.check import (
     check_batches,
     check_setup,
@@ -182,6 +183,12 @@ def test_cli(tmp_path: Path, tiny_encoder: Path, task_files: Any) -> None:
         assert part in done.stdout
     written = json.loads(out.read_text())
     assert written["batches"] == 2 and len(written["cosine"]["pairs"]) == 3
+    # the heads are warmed up by default (issue 22 item 3); 0 says what random heads are worth
+    assert written["head_warmup"] == HEAD_WARMUP == 40
+    assert f"after {HEAD_WARMUP} head-only steps" in done.stdout
+    cold = polytask("check", str(cfg), "--batches", "2", "--head-warmup", "0")
+    assert cold.returncode == 0, cold.stderr
+    assert "readings near 0 are uninformative" in " ".join(cold.stdout.split())
     from typer.testing import CliRunner
 
     from polytask.cli.main import app

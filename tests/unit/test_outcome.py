@@ -136,3 +136,60 @@ def test_the_report_shows_the_expected_outcome() -> None:
     assert "<h3>Expected outcome" not in check_body(
         {k: v for k, v in result.items() if k != "outcome"}
     )
+
+
+FOUR = {"sent": "classification", "b": "classification", "c": "regression", "d": "regression"}
+FOUR_SIZES = dict.fromkeys(FOUR, 500)
+
+
+def sharing_advice(config: Any, result: dict[str, Any]) -> list[dict[str, str]]:
+    result["sampling"] = {"configured": "x", "plans": {"x": {"starved": []}}}
+    result["loss_scale"]["ratio"] = 1.0
+    return [r for r in recommend(config, result) if r["topic"] in ("architecture", "aggregator")]
+
+
+@pytest.mark.parametrize("warmup", [0, 30])
+def test_issue_case_six_cosines_near_zero_give_no_soft_sharing_advice(
+    tiny_config: Any, warmup: int
+) -> None:
+    """Issue 22 item 3: with random heads, six cosines within ±0.05 read 'partial
+    interference: soft sharing (one encoder per task)'. Random heads, or a spread that
+    reaches out of the ±0.1 band, are no evidence either way."""
+    means = [0.05, -0.05, 0.03, -0.02, 0.01, 0.04]
+    std = 0.01 if warmup == 0 else 0.2  # warmed up: 2 s.e. = 0.1 over 16 batches
+    names = list(FOUR)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    cos = {pair: (m, std) for pair, m in zip(pairs, means, strict=True)}
+    result = measured(FOUR, FOUR_SIZES, cos, warmup=warmup)
+    assert len(result["cosine"]["pairs"]) == 6
+    (advice,) = sharing_advice(tiny_config, result)
+    assert "partial interference" not in advice["advice"]
+    assert "soft sharing" not in advice["advice"]
+    assert advice["advice"].startswith("no evidence either way on sharing: keep hard sharing")
+    if warmup == 0:
+        assert "--head-warmup K" in advice["advice"]
+        assert "random heads (--head-warmup 0)" in advice["evidence"]
+    else:
+        assert "more --batches" in advice["advice"]
+        assert "sent/b +0.050 ± 0.100" in advice["evidence"]
+
+
+@pytest.mark.parametrize(("mean", "std", "warmup", "batches", "advice"), [
+    (-0.5, 0.2, 0, 16, "strong interference"),  # -0.5 ± 0.1: beyond noise, even cold
+    (-0.15, 0.3, 30, 16, "no evidence either way"),  # -0.15 ± 0.15 reaches -0.0
+    (-0.5, 0.0, 30, 1, "no evidence either way"),  # one batch: no spread to judge by
+    (0.5, 0.2, 0, 16, "hard sharing"),  # +0.5 ± 0.1
+    (0.15, 0.3, 30, 16, "no evidence either way"),  # +0.15 ± 0.15 reaches 0.0
+    (0.02, 0.04, 30, 16, "partial interference"),  # +0.02 ± 0.02: inside the band
+])  # fmt: skip
+def test_every_cosine_advice_clears_its_noise(
+    tiny_config: Any, mean: float, std: float, warmup: int, batches: int, advice: str
+) -> None:
+    cos = dict.fromkeys([("sent", "tags"), ("sent", "reg"), ("tags", "reg")], (mean, std))
+    types = {"sent": "classification", "tags": "tagging", "reg": "regression"}
+    sizes = {"sent": 100, "tags": 100, "reg": 100}
+    result = measured(types, sizes, cos, warmup=warmup, batches=batches)
+    advices = sharing_advice(tiny_config, result)
+    assert advices[0]["advice"].startswith(advice), advices
+    if advice == "no evidence either way" and batches == 1:
+        assert "one batch has no spread" in advices[0]["evidence"]

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from polytask.cli.common import out, split_args
+from polytask.diagnostics import HEAD_WARMUP
 from polytask.errors import PolytaskError
 
 
@@ -21,8 +22,12 @@ def check(
     ] = None,
     batches: Annotated[int, typer.Option(help="batches to average the gradient cosines over")] = 8,
     head_warmup: Annotated[
-        int, typer.Option(help="train only the heads this many steps before measuring cosines")
-    ] = 0,
+        int,
+        typer.Option(
+            help="train only the heads this many steps before measuring cosines "
+            "(0: random heads, whose cosines near 0 say nothing)"
+        ),
+    ] = HEAD_WARMUP,
     as_json: Annotated[bool, typer.Option("--json", help="print the facts as JSON")] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="also write them to this JSON file")

@@ -50,7 +50,11 @@ def check_tables(result: dict[str, Any]) -> list[Table]:
     warm = result.get("head_warmup", 0)
     cos = Table(
         title=f"1. gradient cosine on the shared parameters ({result['batches']} batches; "
-        + (f"after {warm} head-only steps)" if warm else "random heads at initialisation)")
+        + (
+            f"after {warm} head-only steps)"
+            if warm
+            else "random heads at initialisation: readings near 0 are uninformative)"
+        )
     )
     for column in ("pair", "mean", "std", "min", "max", "reading"):
         cos.add_column(column, justify="left" if column in ("pair", "reading") else "right")

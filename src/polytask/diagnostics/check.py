@@ -32,8 +32,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from polytask.autograd.engine import PerTaskGradients
 from polytask.config.run import ArchitectureConfig, RunConfig
 from polytask.data.batching import Batch, TaskStream, collate
+from polytask.diagnostics import HEAD_WARMUP
 from polytask.diagnostics.outcome import outcomes
-from polytask.diagnostics.rules import loss_scale_advice, recommend
+from polytask.diagnostics.rules import NEUTRAL, loss_scale_advice, recommend
 from polytask.distributed import make_accelerator
 from polytask.errors import ConfigError
 from polytask.objective import build_objective
@@ -43,8 +44,6 @@ from polytask.training.step import task_losses, train_step
 
 PLAN_STEPS = 100
 STARVED = 0.05
-#: the rule of thumb's band around zero
-NEUTRAL = 0.1
 
 
 def label(cosine: float) -> str:
@@ -230,7 +229,7 @@ def measurement_setup(config: RunConfig) -> tuple[Setup, str | None]:
 
 
 def run_check(
-    config: RunConfig, batches: int = 8, source: str = "", head_warmup: int = 0
+    config: RunConfig, batches: int = 8, source: str = "", head_warmup: int = HEAD_WARMUP
 ) -> dict[str, Any]:
     """Build the configured model and data and measure every part of the checklist."""
     if batches < 1:

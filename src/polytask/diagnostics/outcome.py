@@ -28,11 +28,10 @@ import math
 from typing import Any
 
 from polytask.config.run import RunConfig
+from polytask.diagnostics.rules import CLEARS
 
 #: a partner with this many times the task's training examples is data-rich
 DATA_RICH = 4.0
-#: standard errors a mean cosine must clear to count as evidence
-CLEARS = 2.0
 
 GAINS, LOSSES, UNCLEAR = "expect gains", "expect losses", "unclear"
 
@@ -56,6 +55,8 @@ def cosine_evidence(result: dict[str, Any], a: str, b: str) -> tuple[str, str]:
     text = f"cosine {a}/{b} {pair['mean']:+.3f} ± {CLEARS * se:.3f} (2 s.e., {batches} batches)"
     if not result["head_warmup"]:
         return "uninformative", text + ", random heads: uninformative (use --head-warmup)"
+    if batches < 2:
+        return "noise", text + ": one batch has no spread, no evidence either way"
     if pair["mean"] - CLEARS * se > 0:
         return "positive", text + ": positive beyond noise"
     if pair["mean"] + CLEARS * se < 0:

@@ -25,6 +25,10 @@ SIMILAR_SIZES = 4.0
 LOSS_RATIO_HIGH = 10.0
 LOSS_RATIO_SOME = 3.0
 SMALL_PRIMARY = 0.25
+#: the rule of thumb's band around zero
+NEUTRAL = 0.1
+#: standard errors a mean cosine must clear to count as evidence
+CLEARS = 2.0
 
 
 def surgery() -> str:
@@ -66,10 +70,6 @@ def loss_scale_advice(ratio: float, weighting: str, every_step: bool = True) -> 
     return f"not needed: scales within {ratio:.1f}x"
 
 
-def _fmt_pair(pair: dict[str, Any]) -> str:
-    return f"{pair['a']}/{pair['b']} {pair['mean']:+.3f} (± {pair['std']:.3f})"
-
-
 def recommend(config: RunConfig, result: dict[str, Any]) -> list[dict[str, str]]:
     """Recommendations with their evidence, from the measured ``result`` of a check."""
     recs: list[dict[str, str]] = []
@@ -84,82 +84,120 @@ def recommend(config: RunConfig, result: dict[str, Any]) -> list[dict[str, str]]
     return recs
 
 
+def pair_reading(pair: dict[str, Any], batches: int, warmed: bool) -> str:
+    """The rule of thumb on a pair's cosine, read only where it clears its noise.
+
+    ``interference`` / ``positive transfer``: the mean ± ``CLEARS`` standard errors
+    (``std / sqrt(batches)``) lies wholly beyond ∓0.1; ``neutral``: wholly inside the band,
+    heads warmed up (random heads read near 0 whatever the tasks); else ``no evidence``
+    (one batch has no spread to judge its noise by).
+    """
+    if batches < 2:
+        return "no evidence"
+    reach = CLEARS * pair["std"] / batches**0.5
+    if pair["mean"] + reach < -NEUTRAL:
+        return "interference"
+    if pair["mean"] - reach > NEUTRAL:
+        return "positive transfer"
+    if warmed and abs(pair["mean"]) + reach <= NEUTRAL:
+        return "neutral"
+    return "no evidence"
+
+
+def _fmt_clear(pair: dict[str, Any], batches: int) -> str:
+    reach = CLEARS * pair["std"] / batches**0.5
+    return f"{pair['a']}/{pair['b']} {pair['mean']:+.3f} ± {reach:.3f}"
+
+
 def _sharing_rule(config: RunConfig, result: dict[str, Any], add: Add) -> None:
     """Interference → gradient surgery (and the culprit task); partial → softer sharing;
-    related → hard sharing, with a temperature sampler when sizes differ."""
+    related → hard sharing, with a temperature sampler when sizes differ. Each reading must
+    clear its noise (:func:`pair_reading`); otherwise the advice says there is no evidence."""
     tasks: list[str] = result["tasks"]
     pairs = result["cosine"]["pairs"]
-    sizes: dict[str, int] = result["datasets"]["sizes"]
     imbalance: float = result["datasets"]["imbalance"]
-    bad = [p for p in pairs if p["label"] == "interference"]
-    weak = [p for p in pairs if p["label"] == "neutral"]
+    n, warmed = result["batches"], bool(result["head_warmup"])
+    readings = [pair_reading(p, n, warmed) for p in pairs]
+    bad = [p for p, r in zip(pairs, readings, strict=True) if r == "interference"]
+    weak = [p for p, r in zip(pairs, readings, strict=True) if r == "neutral"]
+    unsettled = [p for p, r in zip(pairs, readings, strict=True) if r == "no evidence"]
+    band = f"2 s.e. over {n} batches"
     if bad:
-        worst = sorted(bad, key=lambda p: p["mean"])
-        counts = {t: sum(t in (p["a"], p["b"]) for p in bad) for t in tasks}
-        culprit = max(tasks, key=lambda t: (counts[t], -sizes[t]))
-        add(
-            "aggregator",
-            f"strong interference: use gradient surgery, aggregator {surgery()}",
-            "gradient cosine < -0.1: " + ", ".join(_fmt_pair(p) for p in worst),
-        )
-        if config.primary != culprit:
-            add(
-                "tasks",
-                f"down-weight '{culprit}', make it auxiliary, or drop it",
-                f"'{culprit}' is in {counts[culprit]} of the {len(bad)} interfering pairs",
-            )
-    elif weak and not _settled(result, weak):
+        _interference_rule(config, result, bad, add)
+    elif unsettled:
         add(
             "architecture",
             "no evidence either way on sharing: keep hard sharing, or measure again with "
-            "--head-warmup and more --batches",
-            _unsettled(result, weak),
+            + ("more --batches" if warmed else "--head-warmup K (K > 0)"),
+            _unsettled(result, unsettled),
         )
     elif weak:
-        n = len(tasks)
-        if n <= 4:
-            arch = "soft sharing (architecture: soft; the cost is one encoder per task)"
-        else:
-            arch = "task-conditioned sharing (task_embedding, film or prefix)"
+        arch = (
+            "soft sharing (architecture: soft; the cost is one encoder per task)"
+            if len(tasks) <= 4
+            else "task-conditioned sharing (task_embedding, film or prefix)"
+        )
         add(
             "architecture",
             f"partial interference: {arch}",
-            f"{len(weak)} of {len(pairs)} pairs neutral (|cosine| <= 0.1): "
-            + ", ".join(_fmt_pair(p) for p in weak)
-            + f"; {n} tasks",
+            f"{len(weak)} of {len(pairs)} pairs neutral (|cosine| + 2 s.e. <= 0.1): "
+            + ", ".join(_fmt_clear(p, n) for p in weak)
+            + f"; {len(tasks)} tasks",
         )
     elif imbalance <= SIMILAR_SIZES:
         add(
             "architecture",
             "hard sharing (related tasks, similar sizes): proportional sampler, equal weights",
-            "every pair's gradient cosine > +0.1 ("
-            + ", ".join(_fmt_pair(p) for p in pairs)
-            + f"); sizes within {imbalance:.1f}x",
+            "every pair's gradient cosine > +0.1 beyond its noise ("
+            + ", ".join(_fmt_clear(p, n) for p in pairs)
+            + f"; {band}); sizes within {imbalance:.1f}x",
         )
     else:
         add(
             "architecture",
             "hard sharing (related tasks) with a temperature sampler (alpha 0.5-0.75)",
-            f"every pair's gradient cosine > +0.1; sizes differ {imbalance:.1f}x",
+            f"every pair's gradient cosine > +0.1 beyond its noise ({band}); "
+            f"sizes differ {imbalance:.1f}x",
         )
 
 
-def _settled(result: dict[str, Any], pairs: list[dict[str, Any]]) -> bool:
-    """Whether neutral pairs are evidence: warmed-up heads, and each pair's mean ± 2
-    standard errors inside the neutral band."""
+def _interference_rule(
+    config: RunConfig, result: dict[str, Any], bad: list[dict[str, Any]], add: Add
+) -> None:
+    """Pairs in interference beyond their noise → gradient surgery, and the task in most of
+    them down-weighted (never the primary task)."""
+    tasks: list[str] = result["tasks"]
+    sizes: dict[str, int] = result["datasets"]["sizes"]
     n = result["batches"]
-    inside = all(abs(p["mean"]) + 2 * p["std"] / n**0.5 <= 0.1 for p in pairs)
-    return bool(result["head_warmup"]) and inside
+    worst = sorted(bad, key=lambda p: p["mean"])
+    counts = {t: sum(t in (p["a"], p["b"]) for p in bad) for t in tasks}
+    culprit = max(tasks, key=lambda t: (counts[t], -sizes[t]))
+    add(
+        "aggregator",
+        f"strong interference: use gradient surgery, aggregator {surgery()}",
+        "gradient cosine < -0.1 beyond its noise: "
+        + ", ".join(_fmt_clear(p, n) for p in worst)
+        + f" (2 s.e. over {n} batches)",
+    )
+    if config.primary != culprit:
+        add(
+            "tasks",
+            f"down-weight '{culprit}', make it auxiliary, or drop it",
+            f"'{culprit}' is in {counts[culprit]} of the {len(bad)} interfering pairs",
+        )
 
 
 def _unsettled(result: dict[str, Any], pairs: list[dict[str, Any]]) -> str:
     n = result["batches"]
-    quoted = ", ".join(
-        f"{p['a']}/{p['b']} {p['mean']:+.3f} ± {2 * p['std'] / n**0.5:.3f}" for p in pairs
-    )
+    quoted = ", ".join(_fmt_clear(p, n) for p in pairs)
+    if n < 2:
+        return f"one batch has no spread to judge the cosines' noise by ({quoted}): --batches 8"
     if not result["head_warmup"]:
-        return f"cosines near 0 with random heads say nothing ({quoted}; 2 s.e.)"
-    return f"cosines near 0 but not clear of their noise ({quoted}; 2 s.e., {n} batches)"
+        return (
+            f"with random heads (--head-warmup 0) cosines near 0 are uninformative "
+            f"({quoted}; 2 s.e., {n} batches)"
+        )
+    return f"cosines not clear of their noise or of the ±0.1 band ({quoted}; 2 s.e., {n} batches)"
 
 
 def _scale_rule(config: RunConfig, result: dict[str, Any], add: Add) -> None:
