@@ -31,6 +31,28 @@ def results_table(final: dict[str, Any]) -> Table:
     return table
 
 
+def data_table(final: dict[str, Any]) -> Table:
+    """Per task and split, the rows read, dropped (empty text) and masked (no label key,
+    empty label): ``final_metrics["data"]``; ``!`` marks a split above the warning share."""
+    from polytask.data.counts import EMPTY, NO_KEY, WARN_SHARE, flagged
+
+    table = Table(
+        title="data (rows dropped or masked per split)",
+        caption=f"! more than {WARN_SHARE:.0%} of the split dropped or unlabelled",
+    )
+    columns = ("task", "split", "rows", "empty texts (dropped)", "no label key", "empty label")
+    for column in (*columns, "used"):
+        table.add_column(column, justify="left" if column in ("task", "split") else "right")
+    for task, splits in final.get("data", {}).items():
+        for i, (split, c) in enumerate(splits.items()):
+            table.add_row(
+                task if i == 0 else "",
+                split + ("!" if flagged(c) else ""),
+                *(str(c.get(k, 0)) for k in ("rows", "empty_texts", NO_KEY, EMPTY, "used")),
+            )
+    return table
+
+
 def routing_table(routing: dict[str, Any], title: str = "routing") -> Table:
     """A mixture-of-experts routing report (``report.json``'s ``routing``): one row per task
     and routing block (MMoE gate, switch layer), one column per expert's share."""
@@ -44,9 +66,8 @@ def routing_table(routing: dict[str, Any], title: str = "routing") -> Table:
     return table
 
 
-def check_tables(result: dict[str, Any]) -> list[Table]:
-    """The five parts of ``polytask check`` as tables, in reading order."""
-    tasks = result["tasks"]
+def cosine_table(result: dict[str, Any]) -> Table:
+    """Part 1 of check: each pair's gradient cosine over the batches and its reading."""
     warm = result.get("head_warmup", 0)
     cos = Table(
         title=f"1. gradient cosine on the shared parameters ({result['batches']} batches; "
@@ -67,6 +88,13 @@ def check_tables(result: dict[str, Any]) -> list[Table]:
             ),
             p["label"],
         )
+    return cos
+
+
+def check_tables(result: dict[str, Any]) -> list[Table]:
+    """The six parts of ``polytask check`` as tables, in reading order."""
+    tasks = result["tasks"]
+    cos = cosine_table(result)
     scale = Table(title=f"2. raw loss at initialisation — {result['loss_scale']['advice']}")
     for column in ("task", "type", "loss"):
         scale.add_column(column, justify="right" if column == "loss" else "left")
