@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from polytask.config.run import TaskConfig
 from polytask.data.instructions import _checked
 from polytask.data.loading import read_task
-from polytask.data.read import read_table
+from polytask.data.read import SplitFile, read_table
 from polytask.data.texts import _texts
 from polytask.errors import DataError
 from polytask.tasks import task_type
@@ -129,7 +129,7 @@ def missing(value: Any) -> bool:
 
 def loaded(cfg: TaskConfig) -> tuple[Any, dict[str, Any]] | None:
     try:
-        spec, _, raw = read_task(cfg, seed=0)
+        spec, _, raw, _ = read_task(cfg, seed=0)
     except DataError as error:
         refused(error, Path(cfg.data.train or "").parent)
         return None
@@ -294,7 +294,7 @@ def test_regression_csv_cells_parse_strictly(cells: list[str]) -> None:
             }
         )
         try:
-            spec, _, raw = read_task(cfg, seed=0)
+            spec, _, raw, _ = read_task(cfg, seed=0)
         except DataError as error:
             message = str(error)
             assert str(path) in message and "\n" not in message, message
@@ -323,9 +323,8 @@ def test_instruction_label_answers(data: dict[str, list[Any]]) -> None:
         try:
             for split in data:
                 path = Path(getattr(cfg.data, split))
-                table = read_table(
-                    path, "auto", "utf-8", ("text", "label"), ["text", "label"], split
-                )
+                source = SplitFile(path, "auto", "utf-8")
+                table = read_table(source, ("text", "label"), ["text", "label"], split)
                 columns = _checked(cfg, table)
                 spec = task_type("instruction").fit_spec(
                     cfg, columns["label"], table.where("label")
@@ -350,12 +349,13 @@ def test_lm_texts(data: dict[str, list[Any]]) -> None:
         root = Path(tmp)
         cfg = config(root, "lm", data)
         try:
-            got = _texts(cfg, "train", 0)
+            read = _texts(cfg, "train", 0)
         except DataError as error:
             refused(error, root)
             return
     event("clean load")
-    expected = []
+    assert read is not None
+    got, expected = read[0], []
     for row in data["train"]:
         value = row["text"]
         if isinstance(value, list):

@@ -21,7 +21,7 @@ from polytask.config.inputs import check_shared_inputs
 from polytask.config.manifest import listing
 from polytask.config.messages import format_error
 from polytask.config.overrides import load_yaml, parse_overrides, set_path
-from polytask.config.rule import refusal, two_batch_refusal
+from polytask.config.rule import matrix_refusal, refusal, two_batch_refusal
 from polytask.config.sampler import SAMPLER_SUPPLIED, SamplerConfig
 from polytask.config.sections import (
     ARCHITECTURE_SUPPLIED,
@@ -146,11 +146,12 @@ class RunConfig(StrictModel):
             architecture=(arch.name, shared),
             resolve_every=self.aggregator.resolve_every,
         )
-        problem = problem or two_batch_refusal(
-            (a, listing("aggregators").get(a)),
-            single_input=self.train.single_input,
-            resolve_every=getattr(self.aggregator, "resolve_every", 1),
-        )
+        for rule in (two_batch_refusal, matrix_refusal):
+            problem = problem or rule(
+                (a, listing("aggregators").get(a)),
+                single_input=self.train.single_input,
+                resolve_every=getattr(self.aggregator, "resolve_every", 1),
+            )
         if problem is not None:
             raise ValueError(problem)
         self._resolve_monitor(k, n_tasks, shared)
@@ -220,6 +221,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             value = source.get(split)
             if isinstance(value, str) and not Path(value).is_absolute():
                 source[split] = str((base / value).resolve())
+        name = source.get("dataset")  # a folder beside the config, else a hub name
+        if isinstance(name, str) and name and (base / name).is_dir():
+            source["dataset"] = str((base / name).resolve())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

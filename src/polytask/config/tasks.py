@@ -24,14 +24,27 @@ class Columns(StrictModel):
     label: str = "label"
 
 
+class DatasetSplits(StrictModel):
+    """Which split of a ``dataset`` each polytask split reads (any ``datasets`` split
+    expression: ``train``, ``train[:90%]``)."""
+
+    train: str = "train"
+    validation: str = "validation"
+    test: str | None = None
+
+
 class DataConfig(StrictModel):
     """Where a task's examples come from.
 
-    Either ``bundled`` (a dataset that ships with polytask, see ``polytask data list``) or
-    file paths per split: CSV, JSON lines, Parquet, or a ``datasets`` saved directory.
-    Relative paths are resolved against the config file's folder. An ``lm`` task may also
-    (or only) take its texts from other tasks of the run: ``from_tasks: [a, b]`` reads each
-    split's texts of those tasks (their text column, their subsets).
+    Either ``bundled`` (a dataset that ships with polytask, see ``polytask data list``),
+    file paths per split (CSV, JSON lines, Parquet, or a ``datasets`` saved directory), or
+    ``dataset``: a Hugging Face dataset name (resolved when online, or from the ``datasets``
+    cache), a local folder in hub layout, or a saved ``DatasetDict``, read with ``subset``
+    (the dataset's config name) and ``splits`` (which of its splits is train, validation,
+    test). Relative paths (a ``dataset`` folder that exists) are resolved against the
+    config file's folder. An ``lm`` task may also (or only) take its texts from other tasks
+    of the run: ``from_tasks: [a, b]`` reads each split's texts of those tasks (their text
+    column, their subsets).
     """
 
     bundled: str | None = None
@@ -39,8 +52,14 @@ class DataConfig(StrictModel):
     train: str | None = None
     validation: str | None = None
     test: str | None = None
+    dataset: str | None = Field(default=None, min_length=1)
+    subset: str | None = None
+    splits: DatasetSplits | None = None
     format: Literal["auto", "csv", "json", "parquet", "saved", "conll"] = "auto"
     encoding: str = "utf-8"
+    #: a row whose text is empty: refused (one line naming the file and line) or dropped and
+    #: counted in the run's output (polytask.data.counts)
+    empty_texts: Literal["error", "drop"] = "error"
     max_train_examples: int | None = Field(default=None, gt=0)
     max_validation_examples: int | None = Field(default=None, gt=0)
     max_test_examples: int | None = Field(default=None, gt=0)
@@ -53,10 +72,27 @@ class DataConfig(StrictModel):
                 raise ValueError("'from_tasks' is empty: name at least one task")
             if len(set(self.from_tasks)) != len(self.from_tasks):
                 raise ValueError("'from_tasks' has duplicates")
-        elif self.bundled is None and (self.train is None or self.validation is None):
+        if self.dataset is not None:
+            return self._check_dataset(files)
+        for name in ("subset", "splits"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"'{name}' only applies with 'dataset'")
+        if self.from_tasks is None and self.bundled is None and None in files[:2]:
             raise ValueError("give either 'bundled' or both 'train' and 'validation' files")
         if self.bundled is not None and any(f is not None for f in files):
             raise ValueError("'bundled' and file paths are exclusive: give one or the other")
+        return self
+
+    def _check_dataset(self, files: list[str | None]) -> DataConfig:
+        if self.bundled is not None or any(f is not None for f in files):
+            raise ValueError("'dataset' and 'bundled' or file paths are exclusive: give one")
+        if self.format != "auto" or self.encoding != "utf-8":
+            raise ValueError(
+                "'format' and 'encoding' do not apply to 'dataset' (datasets reads its own "
+                "files): drop them"
+            )
+        if self.splits is None:
+            self.splits = DatasetSplits()
         return self
 
 

@@ -15,6 +15,7 @@ import datasets
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from polytask.data.counts import drop_empty_texts, label_states, split_counts
 from polytask.data.read import Table, read_table, split_paths
 from polytask.data.source import TaskData, TaskSource
 from polytask.errors import DataError
@@ -51,11 +52,12 @@ def load_instruction_data(
         raise DataError(f"task '{config.name}' has no {missing[0]} split")
     raw: dict[str, datasets.Dataset] = {}
     wheres: dict[str, Where] = {}
+    read: dict[str, tuple[int, int]] = {}  # rows in the file, dropped for an empty text
     for split in dict.fromkeys((*wanted, *(() if spec else ("train",)))):
-        path, fmt, encoding = paths[split]
-        table = read_table(
-            path, fmt, encoding, (cols.text, cols.label), [cols.text, cols.label], split
-        )
+        table = read_table(paths[split], (cols.text, cols.label), [cols.text, cols.label], split)
+        rows = len(table)
+        table, dropped = drop_empty_texts(table, [cols.text], config.data.empty_texts)
+        read[split] = (rows, dropped)
         wheres[split] = table.where(cols.label)
         raw[split] = datasets.Dataset.from_dict(_checked(config, table))
     if spec is None:
@@ -63,6 +65,7 @@ def load_instruction_data(
     spec = ttype.bind_tokenizer(spec, tokenizer)
     encode = ExampleEncoder(tokenizer, ins, max_length)
     splits: dict[str, datasets.Dataset] = {}
+    counts: dict[str, dict[str, int]] = {}
     for split in wanted:
         ds = raw[split]
         if split == "train" and ins.max_none_share is not None:
@@ -70,8 +73,9 @@ def load_instruction_data(
         limit = getattr(config.data, f"max_{split}_examples")
         if limit and len(ds) > limit:
             ds = ds.shuffle(seed=seed).select(range(limit))
+        counts[split] = split_counts(*read[split], ds["label_state"])
         splits[split] = _examples(config, spec, ds, encode, wheres[split])
-    return TaskData(spec=spec, splits=splits)
+    return TaskData(spec=spec, splits=splits, counts=counts)
 
 
 def _examples(
@@ -110,7 +114,9 @@ def _checked(config: TaskSource, table: Table) -> dict[str, list[Any]]:
     texts = ttype.read_texts(config, table.columns[cols.text], table.where(cols.text))
     where = table.where(cols.label)
     labels = ttype.read_labels(config, table.columns[cols.label], where, table.text_cells)
-    return {cols.text: texts, cols.label: labels, _ROW: list(range(len(texts)))}
+    states = label_states(table, cols.label, labels)
+    rows = list(range(len(texts)))
+    return {cols.text: texts, cols.label: labels, _ROW: rows, "label_state": states}
 
 
 def _cap_none(ds: datasets.Dataset, config: TaskSource, seed: int) -> datasets.Dataset:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -18,9 +17,10 @@ from transformers import PreTrainedTokenizerBase
 
 from polytask import __version__
 from polytask.cache import cache_dir
+from polytask.data.counts import drop_empty_texts, label_states, split_counts
 from polytask.data.instructions import load_instruction_data
 from polytask.data.read import Table, read_table, split_paths
-from polytask.data.source import Loader, TaskData, TaskSource, fields
+from polytask.data.source import Loader, SplitFile, TaskData, TaskSource, fields
 from polytask.data.texts import load_text_data
 from polytask.errors import DataError, PolytaskError
 from polytask.tasks import TaskSpec, task_type
@@ -30,14 +30,6 @@ from polytask.tasks.base import TaskType, is_missing
 def _fingerprint(*parts: Any) -> str:
     blob = json.dumps([__version__, *parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def _content_id(path: Path) -> str:
-    """Identity of a data file (or saved-dataset folder): path, size and modification time."""
-    files = sorted(path.rglob("*")) if path.is_dir() else [path]
-    return ";".join(
-        f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()
-    )
 
 
 def _tokenizer_id(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -50,10 +42,12 @@ def read_task(
     seed: int,
     spec: TaskSpec | None = None,
     only: tuple[str, ...] | None = None,
-) -> tuple[TaskSpec, dict[str, Path], dict[str, datasets.Dataset]]:
+) -> tuple[TaskSpec, dict[str, str], dict[str, datasets.Dataset], dict[str, dict[str, int]]]:
     """Read, check and encode the splits of a task read from a table (classification,
-    tagging, regression; no tokenizer): its spec, each split's file, and per split ``text``
-    (``text_pair``) and ``target`` columns, subsets (``max_*_examples``) drawn with ``seed``."""
+    tagging, regression; no tokenizer): its spec, each split's identity (what the
+    tokenised cache keys on: :attr:`Table.identity`), per split ``text`` (``text_pair``)
+    and ``target`` columns, subsets (``max_*_examples``) drawn with ``seed``, and per split
+    what was dropped or masked (:func:`polytask.data.counts.split_counts`)."""
     ttype, cols = task_type(config.type), config.columns
     paths = split_paths(config)
     if only is not None:
@@ -61,7 +55,8 @@ def read_task(
         if missing:
             raise DataError(f"task '{config.name}' has no {missing[0]} split")
         paths = {s: p for s, p in paths.items() if s in only}
-    tables = {split: read_task_table(config, split, path) for split, path in paths.items()}
+    read = {split: read_task_table(config, split, path) for split, path in paths.items()}
+    tables = {split: table for split, (table, _) in read.items()}
     # the label set comes from the whole training split: a subset must not shrink it
     if spec is None:
         train = tables["train"]
@@ -82,11 +77,13 @@ def read_task(
             raw[split] = raw[split].shuffle(seed=seed).select(range(limit))
     if "validation" in raw and all(y is None for y in raw["validation"]["target"]):
         raise DataError(
-            f"{paths['validation'][0]}: no row of the validation split used "
+            f"{paths['validation']}: no row of the validation split used "
             f"(max_validation_examples={config.data.max_validation_examples}) has a label in "
             f"column '{cols.label}'; the task is evaluated on it"
         )
-    return spec, {s: p[0] for s, p in paths.items()}, raw
+    counts = {s: split_counts(*read[s][1], ds["label_state"]) for s, ds in raw.items()}
+    raw = {s: ds.remove_columns("label_state") for s, ds in raw.items()}
+    return spec, {s: t.identity for s, t in tables.items()}, raw, counts
 
 
 def load_task_data(
@@ -126,14 +123,14 @@ def load_table_data(
     """The ``"table"`` loader: :func:`read_task`, then each split tokenized by the task
     type's :meth:`~polytask.tasks.TaskType.encode_inputs` and ``target_columns`` (cached)."""
     ttype, cols = task_type(config.type), config.columns
-    spec, paths, raw = read_task(config, seed, spec, only)
+    spec, identities, raw, counts = read_task(config, seed, spec, only)
     spec = ttype.bind_tokenizer(spec, tokenizer)
     tok_id = _tokenizer_id(tokenizer)
     splits = {}
     for split, ds in raw.items():
         featurize = _Featurizer(ttype, tokenizer, cols.text_pair is not None, max_length)
         fingerprint = _fingerprint(
-            _content_id(paths[split]),
+            identities[split],
             split,
             seed,
             fields(config.data),
@@ -151,15 +148,20 @@ def load_table_data(
             new_fingerprint=fingerprint,
             cache_file_name=str(cache / f"{config.name}-{split}-{fingerprint}.arrow"),
         )
-    return TaskData(spec=spec, splits=splits)
+    return TaskData(spec=spec, splits=splits, counts=counts)
 
 
-def read_task_table(config: TaskSource, split: str, path: tuple[Path, str, str]) -> Table:
+def read_task_table(
+    config: TaskSource, split: str, path: SplitFile
+) -> tuple[Table, tuple[int, int]]:
     """One split of a classification, tagging or regression task: its text, text pair and
-    label columns, every cell checked for type by the task type (nothing converted)."""
+    label columns, every cell checked for type by the task type (nothing converted), with
+    the rows in the file and how many of them were dropped for an empty text."""
     ttype, cols = task_type(config.type), config.columns
     needed = [c for c in (cols.text, cols.text_pair, cols.label) if c is not None]
-    table = read_table(path[0], path[1], path[2], (cols.text, cols.label), needed, split)
+    table = read_table(path, (cols.text, cols.label), needed, split)
+    rows = len(table)
+    table, dropped = drop_empty_texts(table, needed[:-1], config.data.empty_texts)
     for column in needed[:-1]:
         table.columns[column] = ttype.read_texts(config, table.columns[column], table.where(column))
     where = table.where(cols.label)
@@ -167,10 +169,10 @@ def read_task_table(config: TaskSource, split: str, path: tuple[Path, str, str])
     table.columns[cols.label] = labels
     if split == "validation" and all(is_missing(v) for v in labels):
         raise DataError(
-            f"{path[0]}: column '{cols.label}' has no label in any row; the validation "
+            f"{path}: column '{cols.label}' has no label in any row; the validation "
             "split is what the task is evaluated on"
         )
-    return table
+    return table, (rows, dropped)
 
 
 def encode_split(
@@ -182,6 +184,7 @@ def encode_split(
     where = table.where(cols.label)
     targets = [ttype.encode(spec, v, i, where) for i, v in enumerate(table.columns[cols.label])]
     out: dict[str, list[Any]] = {"text": table.columns[cols.text], "target": targets}
+    out["label_state"] = label_states(table, cols.label, targets)  # counted after subsets
     if cols.text_pair is not None:
         out["text_pair"] = table.columns[cols.text_pair]
     ttype.check_targets(out["text"], targets, where)

@@ -10,19 +10,27 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from polytask.cache import cache_dir
-from polytask.data import bundled
-from polytask.data.source import TaskData, TaskSource
-from polytask.errors import DataError
+from polytask.data import bundled, hub
+from polytask.data.source import SplitFile, TaskData, TaskSource, content_id
+from polytask.errors import DataError, json_problem
 from polytask.tasks.base import Where
 
-__all__ = ["Table", "TaskData", "read_split", "read_table", "split_paths"]
+__all__ = [
+    "SplitFile",
+    "Table",
+    "TaskData",
+    "content_id",
+    "read_split",
+    "read_table",
+    "split_paths",
+]
 
 datasets.disable_progress_bars()
 # polytask reports data problems itself, in one line; datasets' own error logs would duplicate them
@@ -82,17 +90,22 @@ class Table:
     the text written; ``lines``: the line of each row (JSON lines), else rows count from 1.
     """
 
-    path: Path
+    path: Path | SplitFile
     columns: dict[str, list[Any]]
     text_cells: bool
     lines: list[int] | None = None
+    unit: str = ""  # "line" or "row" (default: "line" with ``lines``); rows dropped keep it
+    #: per column, the rows whose record lacks it (JSON): unlabelled, counted apart
+    absent: dict[str, list[int]] = field(default_factory=dict)
+    #: what the tokenised cache keys on (the files' sizes and times, or a dataset's fingerprint)
+    identity: str = ""
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), []))
 
     def where(self, column: str) -> Where:
         """``row -> "file, line N, column 'c'"`` (``-1``: the file alone)."""
-        unit = "line" if self.lines is not None else "row"
+        unit = self.unit or ("line" if self.lines is not None else "row")
 
         def at(row: int) -> str:
             if row < 0:
@@ -103,10 +116,12 @@ class Table:
         return at
 
 
-def _read_json(path: Path, encoding: str) -> tuple[dict[str, list[Any]], list[int] | None]:
+def _read_json(
+    path: Path, encoding: str
+) -> tuple[dict[str, list[Any]], list[int] | None, dict[str, list[int]]]:
     """JSON lines (or one JSON array) parsed with Python's json: every value keeps its type
-    (no column is converted; the task types check what they read). Returns the columns and,
-    for JSON lines, the line of each row."""
+    (no column is converted; the task types check what they read). Returns the columns,
+    for JSON lines the line of each row, and per column the rows whose record lacks it."""
     text = path.read_text(encoding)
     rows: list[Any]
     lines: list[int] | None = None
@@ -114,7 +129,7 @@ def _read_json(path: Path, encoding: str) -> tuple[dict[str, list[Any]], list[in
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise DataError(f"{path}, {json_problem(exc)}") from None
         if not all(isinstance(r, dict) for r in rows):
             raise DataError(f"{path}: every record must be a JSON object")
     else:
@@ -125,17 +140,21 @@ def _read_json(path: Path, encoding: str) -> tuple[dict[str, list[Any]], list[in
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+                raise DataError(f"{path}, {json_problem(exc, number)}") from None
             if not isinstance(rows[-1], dict):
                 raise DataError(f"{path}, line {number}: a record must be a JSON object")
             lines.append(number)
     columns: dict[str, list[Any]] = {}
+    absent: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         for key in row:
-            columns.setdefault(key, [None] * i)
+            if key not in columns:  # the rows before it lack it
+                columns[key], absent[key] = [None] * i, list(range(i))
         for key, values in columns.items():
             values.append(row.get(key))
-    return columns, lines
+            if key not in row:
+                absent[key].append(i)
+    return columns, lines, absent
 
 
 def _read_csv(path: Path, encoding: str) -> dict[str, list[Any]]:
@@ -161,32 +180,52 @@ def _read_csv(path: Path, encoding: str) -> dict[str, list[Any]]:
     return columns
 
 
-def read_table(
-    path: Path, fmt: str, encoding: str, columns: tuple[str, str], needed: list[str], split: str
-) -> Table:
-    """The ``needed`` columns of one split file (or saved dataset dir), cells as written.
+def read_table(source: SplitFile, columns: tuple[str, str], needed: list[str], split: str) -> Table:
+    """The ``needed`` columns of one split file (or saved dataset dir, or a split of a
+    ``data.dataset``), cells as written.
 
     ``columns`` (text, label) names the two columns of a CoNLL file. Refuses a missing file,
     an empty split and a missing column.
     """
+    if source.format == "dataset":
+        return _dataset_table(source, needed, split)
+    path, encoding = source.path, source.encoding
     if not path.exists():
         raise DataError(f"data file not found: {path}")
-    fmt = _format_of(path, fmt)
+    fmt = _format_of(path, source.format)
     lines: list[int] | None = None
+    absent: dict[str, list[int]] = {}
     try:
         if fmt == "json":
-            table, lines = _read_json(path, encoding)
+            table, lines, absent = _read_json(path, encoding)
         elif fmt == "csv":
             table = _read_csv(path, encoding)
         else:
-            ds = read_split(path, fmt, encoding, columns, split)
-            table = {c: list(ds[c]) for c in needed if c in ds.column_names}
-            table.update({c: [] for c in ds.column_names if c not in table})
+            table = hub.cells(read_split(path, fmt, encoding, columns, split), needed)
     except (UnicodeDecodeError, LookupError) as exc:
         raise DataError(f"{path}: cannot decode as {encoding} ({exc}); set data.encoding") from None
     except csv.Error as exc:
         raise DataError(f"{path}: cannot read as csv: {exc}") from None
-    out = Table(path, table, text_cells=fmt in ("csv", "conll"), lines=lines)
+    out = Table(path, table, text_cells=fmt in ("csv", "conll"), lines=lines, absent=absent)
+    return _checked(out, needed, split, content_id(path))
+
+
+def _dataset_table(source: SplitFile, needed: list[str], split: str) -> Table:
+    """A split of ``data.dataset``, keyed for the cache by the folder's files, or for a
+    hub name by the fingerprint ``datasets`` gives the split (its revision and files)."""
+    assert source.split is not None
+    name = str(source.path)
+    ds = hub.read_dataset_split(source.task, name, source.subset, source.split, source.field)
+    local = source.path.is_dir()
+    identity = content_id(source.path) if local else f"{name}:{ds._fingerprint}"
+    out = Table(source, hub.cells(ds, needed), text_cells=False)
+    return _checked(out, needed, split, f"{identity}|{source.subset}|{source.split}")
+
+
+def _checked(out: Table, needed: list[str], split: str, identity: str) -> Table:
+    """``out`` with only the ``needed`` columns, refused when empty or missing one."""
+    path = out.path
+    out.identity = identity
     if len(out) == 0:
         raise DataError(f"{path}: the {split} split is empty")
     for column in needed:
@@ -235,14 +274,24 @@ def read_split(
         raise DataError(f"{path}: cannot read as {fmt}: {message}") from None
 
 
-def split_paths(config: TaskSource) -> dict[str, tuple[Path, str, str]]:
+def split_paths(config: TaskSource) -> dict[str, SplitFile]:
+    """Where each split of ``config`` is read (bundled files, the task's files, or the
+    splits of its ``data.dataset``)."""
     data = config.data
     if data.bundled is not None:
         files = bundled.split_files(data.bundled)
-        return {s: (p, "json", "utf-8") for s, p in files.items()}
-    out: dict[str, tuple[Path, str, str]] = {}
+        return {s: SplitFile(p, "json", "utf-8") for s, p in files.items()}
+    out: dict[str, SplitFile] = {}
     for split in ("train", "validation", "test"):
+        if data.dataset is not None:
+            name = getattr(data.splits, split) if data.splits is not None else None
+            if name is not None:
+                field = f"data.splits.{split}"
+                out[split] = SplitFile(
+                    Path(data.dataset), "dataset", "utf-8", data.subset, name, config.name, field
+                )
+            continue
         value = getattr(data, split)
         if value is not None:
-            out[split] = (Path(value), data.format, data.encoding)
+            out[split] = SplitFile(Path(value), data.format, data.encoding)
     return out

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import datasets
 
@@ -25,6 +26,49 @@ class TaskData:
 
     spec: TaskSpec
     splits: dict[str, datasets.Dataset]
+    #: per split, the rows dropped (empty text) or masked (no label key, empty label):
+    #: :mod:`polytask.data.counts`
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class SplitFile(NamedTuple):
+    """Where one split is read: a file (or saved folder) in a format and an encoding, or
+    (``format == "dataset"``) a split of a task's ``data.dataset``."""
+
+    path: Path
+    format: str
+    encoding: str
+    #: for a ``dataset``: the subset, the dataset's split, the task and the config key
+    subset: str | None = None
+    split: str | None = None
+    task: str = ""
+    field: str = ""
+
+    def __str__(self) -> str:
+        """How errors name the split: the file, or the task's dataset and split."""
+        if self.format != "dataset":
+            return str(self.path)
+        subset = f" ({self.subset})" if self.subset else ""
+        return f"task '{self.task}', dataset '{self.path}'{subset}, split '{self.split}'"
+
+
+def content_id(path: Path) -> str:
+    """Identity of a data file (or folder): path, size and modification time of each file."""
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    return ";".join(
+        f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()
+    )
+
+
+class DatasetSplitNames(Protocol):
+    """Which split of a ``data.dataset`` each polytask split reads."""
+
+    @property
+    def train(self) -> str: ...
+    @property
+    def validation(self) -> str: ...
+    @property
+    def test(self) -> str | None: ...
 
 
 class DataSource(Protocol):
@@ -41,9 +85,17 @@ class DataSource(Protocol):
     @property
     def test(self) -> str | None: ...
     @property
+    def dataset(self) -> str | None: ...
+    @property
+    def subset(self) -> str | None: ...
+    @property
+    def splits(self) -> DatasetSplitNames | None: ...
+    @property
     def format(self) -> str: ...
     @property
     def encoding(self) -> str: ...
+    @property
+    def empty_texts(self) -> str: ...
     @property
     def max_train_examples(self) -> int | None: ...
     @property

@@ -10,12 +10,12 @@ special-token mask and its row number: the masks are drawn per step (see ``tasks
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import datasets
 from transformers import PreTrainedTokenizerBase
 
+from polytask.data.counts import LABELLED, drop_empty_texts, split_counts
 from polytask.data.read import read_table, split_paths
 from polytask.data.source import TaskData, TaskSource
 from polytask.errors import DataError
@@ -42,20 +42,23 @@ def _as_text(value: Any, row: int, where: Where) -> str | None:
     return value if value is not None and value.strip() else None
 
 
-def _texts(config: TaskSource, split: str, seed: int) -> list[str] | None:
-    """The texts of one split of ``config``'s own data (None: it has no such split)."""
-    paths = split_paths(config) if (config.data.bundled or config.data.train) else {}
+def _texts(config: TaskSource, split: str, seed: int) -> tuple[list[str], int, int] | None:
+    """The texts of one split of ``config``'s own data (None: it has no such split), the
+    rows of the file and how many were dropped for an empty text (``data.empty_texts``)."""
+    data = config.data
+    paths = split_paths(config) if (data.bundled or data.train or data.dataset) else {}
     if split not in paths:
         return None
-    path, fmt, encoding = paths[split]
     column = config.columns.text
     limit = getattr(config.data, f"max_{split}_examples")
-    table = read_table(Path(path), fmt, encoding, (column, config.columns.label), [column], split)
+    table = read_table(paths[split], (column, config.columns.label), [column], split)
+    rows = len(table)
+    table, dropped = drop_empty_texts(table, [column], config.data.empty_texts)
     where = table.where(column)
     texts = [_as_text(v, i, where) for i, v in enumerate(table.columns[column])]
     # the subset is drawn as the task's own loader draws it (a dataset of the same length)
     ds = _limit(datasets.Dataset.from_dict({"row": list(range(len(texts)))}), limit, seed)
-    return [t for t in (texts[i] for i in ds["row"]) if t is not None]
+    return [t for t in (texts[i] for i in ds["row"]) if t is not None], rows, dropped
 
 
 def load_text_data(
@@ -76,21 +79,24 @@ def load_text_data(
         sources.append(tasks[name])
     wanted = only or SPLITS
     splits: dict[str, datasets.Dataset] = {}
+    counts: dict[str, dict[str, int]] = {}
     for split in wanted:
         parts = [t for t in (_texts(s, split, seed) for s in sources) if t is not None]
         if not parts:
             if split == "test" and only is None:
                 continue
             raise DataError(f"task '{config.name}' has no {split} split")
-        texts = [t for part in parts for t in part]
+        texts = [t for part, _, _ in parts for t in part]
         if not texts:
             raise DataError(f"task '{config.name}': the {split} split has no text")
         ds = datasets.Dataset.from_dict({"text": texts})
         own_limit = getattr(config.data, f"max_{split}_examples")
         splits[split] = _tokenize(_limit(ds, own_limit, seed), tokenizer, max_length)
+        rows, dropped = sum(p[1] for p in parts), sum(p[2] for p in parts)
+        counts[split] = split_counts(rows, dropped, [LABELLED] * len(splits[split]))
     if spec is None:
         spec = ttype.fit_spec(config, [], lambda i: config.name)
-    return TaskData(spec=ttype.bind_tokenizer(spec, tokenizer), splits=splits)
+    return TaskData(spec=ttype.bind_tokenizer(spec, tokenizer), splits=splits, counts=counts)
 
 
 def _tokenize(
