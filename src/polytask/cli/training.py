@@ -36,7 +36,7 @@ def train(
         config_path = str(output / "config.yaml") if (output / "config.yaml").is_file() else None
     config = load_config(config_path, overrides)
     # imported after the config is checked: a bad config fails without loading torch & co.
-    from polytask.cli.tables import results_table
+    from polytask.cli.tables import data_table, results_table
     from polytask.config.constructors import check_constructors
     from polytask.train import train as run_training
 
@@ -48,6 +48,7 @@ def train(
     if not main_rank():  # under accelerate launch / torchrun: one table, from rank 0
         return
     out.print(results_table(final))
+    out.print(data_table(final))
     p = final["params"]
     out.print(
         f"parameters: total {p['total']:,}  shared {p['shared']:,}  trainable {p['trainable']:,}  "

@@ -120,6 +120,7 @@ def finish(
         "params": params,
         "processes": accelerator.num_processes,
         "mixed_precision": setup.config.train.mixed_precision,
+        "data": {n: d.counts for n, d in setup.data.items()},  # dropped / masked rows per split
     }
     if accelerator.is_main_process:
         if report:

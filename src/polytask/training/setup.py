@@ -4,6 +4,7 @@ model, objective (:func:`build`), and the optimiser with its schedule
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -12,6 +13,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedTokenizerBase
 
 from polytask.config.run import RunConfig
+from polytask.data.counts import count_warnings
 from polytask.data.loading import load_task_data
 from polytask.data.read import TaskData
 from polytask.errors import ConfigError, DataError
@@ -52,6 +54,8 @@ def build(config: RunConfig) -> Setup:
         )
         for t in config.tasks
     }
+    for line in (w for n, d in data.items() for w in count_warnings(n, d.counts)):
+        warnings.warn(f"polytask: {line}", UserWarning, stacklevel=2)
     try:
         model = ARCHITECTURES.get(arch.name)(
             encoder,
