@@ -632,6 +632,48 @@ def prefix_results() -> str:
     return final_metrics_table(_load(path))
 
 
+LORA = RESULTS / "lora_vs_hard.json"
+
+
+def lora_vs_hard() -> str:
+    """LoRA per task against hard sharing and prefix tuning, same steps (one benchmark run)."""
+    if not LORA.is_file():
+        return _missing(LORA, "python benchmarks/lora_vs_hard.py", "writes it")
+    data = _load(LORA)
+    runs = data["results"]
+    first = next(iter(runs.values()))
+    tasks = list(first["metrics"])
+    names = {
+        t: next(k for k in ("accuracy", "f1", "pearson") if k in first["metrics"][t]["test"])
+        for t in tasks
+    }
+    lines = [
+        "| run | trainable parameters | vs hard | step s | vs hard | "
+        + " | ".join(f"{t} {names[t]} (test)" for t in tasks)
+        + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(tasks),
+    ]
+    for name, run in runs.items():
+        ratio = run.get("vs_hard", {})
+        cells = [f"{run['metrics'][t]['test'][names[t]]:.3f}" for t in tasks]
+        lines.append(
+            f"| `{name}` | {run['trainable_parameters']:,} | "
+            f"{ratio.get('trainable_parameters', float('nan')):.2%} | "
+            f"{run['step_seconds_mean']:.3f} | {ratio.get('step_time', float('nan')):.2f}× | "
+            + " | ".join(cells)
+            + " |"
+        )
+    steps = {run["steps"] for run in runs.values()}
+    lines += [
+        "",
+        f"{'/'.join(map(str, sorted(steps)))} steps each, one evaluation at the end, one torch "
+        "thread, each run its own `polytask train` process, one after another (step time: "
+        "`step_seconds / steps`, training only; the runs shared the machine with other jobs, "
+        "so the ratios carry that load's drift).",
+    ]
+    return "\n".join(lines)
+
+
 # ---- diagnostics and experiments (docs/results, written by the polytask commands) ---------
 
 SWEEP = DOCS_RESULTS / "sweep-aux.json"
@@ -1025,6 +1067,7 @@ BLOCKS: dict[str, Block] = {
         (_architecture_file("prefix"),),
         "polytask train configs/prefix-demo.yaml -o runs/prefix (final_metrics.json, copied)",
     ),
+    "lora-vs-hard": Block(lora_vs_hard, (LORA,), "python benchmarks/lora_vs_hard.py --steps 60"),
     "step_cost": Block(
         step_cost,
         (RESULTS / "step_cost.json",),
