@@ -151,14 +151,17 @@ def check_sharded_weights(
     return False
 
 
-def make_accelerator(mixed_precision: str) -> Accelerator:
+def make_accelerator(
+    mixed_precision: str, log_with: list[str] | None = None, project_dir: str | None = None
+) -> Accelerator:
     """The run's :class:`~accelerate.Accelerator` (devices and processes come from the launcher).
 
     ``split_batches=True`` states polytask's batch semantics to Accelerate (the batch size
     is global, split over ranks) so the LR scheduler steps once per optimisation step, not
     once per process. ``find_unused_parameters``: a step that trains some of the tasks
     leaves the other heads without a gradient. Raises :class:`ConfigError` for fp16 on a
-    CPU (Accelerate would silently train in fp32 there).
+    CPU (Accelerate would silently train in fp32 there). ``log_with``: Accelerate's trackers
+    (``tensorboard``, ``mlflow``, ``wandb``), writing under ``project_dir``.
     """
     from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState, PartialState
@@ -184,6 +187,8 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
         "mixed_precision": mixed_precision,
         "dataloader_config": DataLoaderConfiguration(split_batches=True),
         "kwargs_handlers": [DistributedDataParallelKwargs(find_unused_parameters=True)],
+        "log_with": log_with or None,
+        "project_dir": project_dir,
     }
     accelerator = Accelerator(**kwargs)
     if accelerator.num_processes == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -45,7 +45,7 @@ def train(
     the main process writes the run directory.
     """
     run_dir, tc = Path(output), config.train
-    accelerator = open_accelerator(tc.mixed_precision, resume)
+    accelerator = open_accelerator(tc.mixed_precision, resume, tc.report_to, run_dir)
     resume_from = prepare_run_dir(run_dir, resume, overwrite)
     with accelerator.local_main_process_first():  # one process per machine fills the cache
         setup = build(config)  # every input check happens here, before anything is written
@@ -55,7 +55,7 @@ def train(
     main = bool(accelerator.is_main_process)
     k, every = config.picks_per_step, tc.checkpoint_every or tc.eval_every
     checkpoints = checkpoints and run.writes_checkpoints  # False: no resumable checkpoint/
-    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main)
+    log = MetricsLog(run_dir / "metrics.jsonl", enabled=main, tracker=run.tracking)
     progress = TrainProgress(tc.max_steps, state.step, enabled=show_progress and main)
     started = time.perf_counter() - state.seconds
     model.train()
@@ -86,10 +86,11 @@ def train(
             state.seconds = time.perf_counter() - started
             _checkpoint(run_dir, resumable, state, accelerator)
     progress.close()
-    log.close()
     state.seconds = time.perf_counter() - started
     accelerator.wait_for_everyone()  # the best model folder is complete before all read it
-    return finish(setup, run_dir, state, count_parameters(resumable.model), accelerator, pad_id)
+    final = finish(setup, run_dir, state, count_parameters(resumable.model), accelerator, pad_id)
+    log.close(final)  # the trackers get the best model's test metrics, then end
+    return final
 
 
 def _checkpoint(run_dir: Path, resumable: Any, state: Any, accelerator: Any) -> None:

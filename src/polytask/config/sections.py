@@ -8,6 +8,7 @@ signature, as the registry manifest (:mod:`polytask.config.manifest`) records it
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -121,6 +122,22 @@ class AggregatorConfig(MethodConfig):
     resolve_every: int = Field(default=1, ge=1)
 
 
+#: each ``train.report_to`` tracker: the module it imports and how to install it
+TRACKERS = {
+    "tensorboard": ("tensorboard", "pip install 'polytask[tensorboard]'"),
+    "mlflow": ("mlflow", "pip install 'polytask[mlflow]'"),
+    "wandb": ("wandb", "pip install wandb"),
+}
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (found without importing it: no cost at load)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None
+        return False
+
+
 class TrainConfig(StrictModel):
     """Optimisation, evaluation and early stopping.
 
@@ -131,6 +148,8 @@ class TrainConfig(StrictModel):
     ``single_input``: how the per-task gradients of tasks reading the same rows
     (``tasks.N.inputs``) are computed: ``exact`` (default; one activation-gradient pass per
     task) or ``representation`` (MGDA-UB: the Gramian at the encoder's output, one backward).
+    ``report_to``: experiment trackers that receive what ``metrics.jsonl`` holds, through
+    Accelerate's trackers, under ``RUN/tracking/`` (``docs/tracking.md``).
     """
 
     batch_size: int = Field(default=32, gt=0)
@@ -150,6 +169,20 @@ class TrainConfig(StrictModel):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     max_bad_steps: int | None = Field(default=5, gt=0)
     single_input: Literal["exact", "representation"] | None = None
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers_installed(cls, value: list[str]) -> list[str]:
+        """Each tracker once, and installed: refused here, not at the first logged step."""
+        repeated = sorted({t for t in value if value.count(t) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} repeated: name each tracker once")
+        for tracker in value:
+            module, hint = TRACKERS[tracker]
+            if not installed(module):
+                raise ValueError(f"'{tracker}' needs the {module} package: {hint}")
+        return value
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

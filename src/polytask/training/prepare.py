@@ -9,6 +9,7 @@ exactly: a resumed or a distributed run must take the same steps as a single fre
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from polytask.training.end import BEST
 from polytask.training.runlog import truncate_after
 from polytask.training.setup import Setup, build_optimization
 from polytask.training.state import Resumable, TrainState, load_checkpoint
+from polytask.training.tracking import TRACKING, Tracking, start_tracking
 
 
 @dataclass
@@ -43,12 +45,17 @@ class Prepared:
     names: list[str]  # the tasks the sampler picks (trained, reading their own rows)
     pad_id: int
     writes_checkpoints: bool  # False under FSDP/DeepSpeed: no resumable checkpoint/ (docs)
+    tracking: Tracking  # train.report_to's trackers, started (resumed) in the run folder
 
 
-def open_accelerator(mixed_precision: str, resume: bool) -> Accelerator:
-    """The run's accelerator (fp16 on a CPU fails here); refuses ``--resume`` where no
-    resumable checkpoint is written (FSDP/DeepSpeed)."""
-    accelerator = make_accelerator(mixed_precision)
+def open_accelerator(
+    mixed_precision: str, resume: bool, report_to: Sequence[str] = (), run_dir: Path = Path()
+) -> Accelerator:
+    """The run's accelerator (fp16 on a CPU fails here), with the ``report_to`` trackers
+    writing under ``run_dir/tracking``; refuses ``--resume`` where no resumable checkpoint
+    is written (FSDP/DeepSpeed)."""
+    project_dir = str(run_dir / TRACKING) if report_to else None
+    accelerator = make_accelerator(mixed_precision, list(report_to), project_dir)
     if resume and weights_sharded(accelerator):
         raise ConfigError(
             f"--resume: not available under {accelerator.distributed_type.value} (polytask "
@@ -91,7 +98,9 @@ def prepare_training(
     state = start_run_dir(run_dir, config, setup, resumable, resume_from, accelerator)
     pad_id = int(setup.tokenizer.pad_token_id or 0)
     writes_checkpoints = not weights_sharded(accelerator)  # FSDP/DeepSpeed: none (docs)
-    return Prepared(model, resumable, state, units, pad_id, writes_checkpoints)
+    resolved, tasks = config.model_dump(mode="json"), setup.objective.tasks
+    tracking = start_tracking(accelerator, resolved, run_dir, state.step, tasks)
+    return Prepared(model, resumable, state, units, pad_id, writes_checkpoints, tracking)
 
 
 def _sizes(setup: Setup, names: list[str]) -> list[int]:

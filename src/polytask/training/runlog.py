@@ -5,27 +5,39 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from polytask.training.tracking import Tracking
 
 
 class MetricsLog:
     """Appends one JSON record per line and flushes it, so a crash loses at most a line.
 
     ``enabled=False`` (every process but the main one of a distributed run) writes nothing.
+    ``tracker``: also gets every record (``train.report_to``, :mod:`polytask.training.tracking`)
+    and is ended by :meth:`close`.
     """
 
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path = path
+    def __init__(self, path: Path, enabled: bool = True, tracker: Tracking | None = None) -> None:
+        self.path, self.tracker = path, tracker
         self._fh = open(path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is not None:
             self._fh.write(json.dumps(record) + "\n")
             self._fh.flush()
+        if self.tracker is not None:
+            self.tracker.log(record)
 
-    def close(self) -> None:
+    def close(self, final: dict[str, Any] | None = None) -> None:
+        """Close the file; ``final`` (``final_metrics.json``): its test metrics go to the
+        tracker before it ends."""
         if self._fh is not None:
             self._fh.close()
+            self._fh = None
+        if self.tracker is not None:
+            self.tracker.end(final)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
