@@ -80,6 +80,16 @@ def predict_split(
     return preds, refs, loss_sum / max(1, loss_rows)
 
 
+def split_baseline(spec: TaskSpec, dataset: datasets.Dataset) -> dict[str, float | None]:
+    """What the task type's trivial predictor scores on one split
+    (:meth:`~polytask.tasks.TaskType.baseline_metrics` of its ``target`` column, rounded;
+    ``None``: undefined for it; ``{}``: the type has none). Needs no model."""
+    if "target" not in dataset.column_names:
+        return {}
+    values = task_type(spec.type).baseline_metrics(spec, list(dataset["target"]))
+    return {k: None if v is None else float(np.round(v, 6)) for k, v in values.items()}
+
+
 def evaluate(
     model: MultiTaskModel,
     splits: dict[str, datasets.Dataset],
@@ -106,8 +116,9 @@ def evaluate(
         metrics = ttype.metrics(spec, preds, refs)
         metrics["loss"] = loss
         metrics.update(ttype.loss_metrics(spec, loss))
-        if with_majority:  # what a trivial predictor scores (classification: the majority)
-            metrics.update(ttype.baseline_metrics(spec, refs))
+        if with_majority:  # what a trivial predictor scores (undefined ones left out)
+            baseline = ttype.baseline_metrics(spec, refs)
+            metrics.update({k: v for k, v in baseline.items() if v is not None})
         out[name] = {k: float(np.round(v, 6)) for k, v in metrics.items()}
     model.train(was_training)
     return out

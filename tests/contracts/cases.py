@@ -15,9 +15,10 @@ EXTRA_ARGS: dict[str, Any] = {
 
 
 #: The fewest tasks a method is defined for with the arguments above (Krum needs a nearest
-#: neighbour besides the ``n_byzantine`` excluded ones: ``n_byzantine + 3``). The contract
+#: neighbour besides the ``n_byzantine`` excluded ones: ``n_byzantine + 3``; TrimmedMean keeps
+#: ``T − 2 trim_number ≥ 1`` values: ``2 trim_number + 1``). The contract
 #: suite checks that smaller sizes are refused at construction and runs the rest.
-MIN_TASKS: dict[str, int] = {"krum": 3}
+MIN_TASKS: dict[str, int] = {"krum": 3, "trimmed_mean": 3}
 
 
 def sizes_for(name: str, sizes: tuple[int, ...] | list[int]) -> list[int]:

@@ -45,11 +45,19 @@ def test_documented_and_configurable(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_finite_shape_and_gramian_path(name: str) -> None:
-    """Finite output of shape [P] on every stress case, equal to weights(G Gᵀ) @ G."""
+    """Finite output of shape [P] on every stress case, equal to weights(G Gᵀ) @ G; a method
+    that ``needs_matrix`` refuses a Gramian and gives the same update and finite weights
+    through ``aggregate``."""
     for T, case, G in all_cases(name):
         out = make(name, T)(G)
         assert out.shape == (G.shape[1],) and out.dtype == G.dtype, (T, case)
         assert torch.isfinite(out).all(), (T, case, out)
+        if AGGREGATORS.get(name).needs_matrix:
+            update, c = make(name, T).aggregate(G)
+            assert torch.equal(update, out) and c.shape == (T,) and torch.isfinite(c).all()
+            with pytest.raises(ValueError, match="needs the per-task gradient matrix"):
+                make(name, T).weights(G @ G.T)
+            continue
         c = make(name, T).weights(G @ G.T)
         assert c.shape == (T,) and torch.isfinite(c).all(), (T, case)
         torch.testing.assert_close(c @ G, out, rtol=1e-9, atol=1e-9 * float(G.norm()))
@@ -196,7 +204,16 @@ def test_subset_capability_follows_the_coefficients(name: str) -> None:
     cls = AGGREGATORS.get(name)
     g = torch.randn(3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     g[1] = -g[0]
-    identity = make(name, 3).weights(torch.eye(3, dtype=torch.float64))
-    fixed = all(torch.allclose(identity, make(name, 3).weights(h @ h.T)) for h in (g, g[[1, 2, 0]]))
+    if cls.needs_matrix:  # the weights it reports, from the matrix (of the same width)
+        eye = torch.eye(3, 5, dtype=torch.float64)
+        identity = make(name, 3).aggregate(eye)[1]
+        fixed = all(
+            torch.allclose(identity, make(name, 3).aggregate(h)[1]) for h in (g, g[[1, 2, 0]])
+        )
+    else:
+        identity = make(name, 3).weights(torch.eye(3, dtype=torch.float64))
+        fixed = all(
+            torch.allclose(identity, make(name, 3).weights(h @ h.T)) for h in (g, g[[1, 2, 0]])
+        )
     assert cls.gramian_free == fixed
     assert cls.needs_all_tasks == (not fixed) and cls.needs_shared_gradients == (not fixed)

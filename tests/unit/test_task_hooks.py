@@ -225,7 +225,11 @@ def test_built_in_types_declare_their_inputs(tiny_encoder: Path) -> None:
     assert task_type("classification").baseline_metrics(spec, [0, 1, 1]) == {
         "majority_accuracy": pytest.approx(2 / 3)
     }
-    assert task_type("regression").baseline_metrics(spec, [1.0]) == {}
+    assert task_type("regression").baseline_metrics(spec, [1.0]) == {
+        "mean_rmse": 1.0,  # the training mean (0 standardised) against a target 1 std away
+        "mean_pearson": None,
+        "mean_spearman": None,
+    }
 
 
 CONCRETE = {"classification", "instruction", "lm", "regression", "tagging"}

@@ -79,6 +79,13 @@ class Aggregator(nn.Module, ABC):
     #: gradients (``single_input: representation``, ``resolve_every``). Called on one matrix
     #: (``G Gᵀ``) such a method sees the two batches coincide.
     needs_two_batches: ClassVar[bool] = False
+    #: Whether the update needs the ``[T, P]`` per-task gradient matrix itself, not only its
+    #: Gramian (GradDrop, TrimmedMean, ExcessMTL, MoCo, DB-MTL: coordinate-wise rules or
+    #: ``[T, P]`` state): such a method is a :class:`~polytask.aggregation.matrix.
+    #: MatrixAggregator`, the engine hands it the matrix of the shared parameters'
+    #: gradients (``T × P`` floats more while it is built) and the config refuses settings
+    #: that never form it (``single_input: representation``, ``resolve_every``).
+    needs_matrix: ClassVar[bool] = False
 
     def __init__(self, n_tasks: int) -> None:
         super().__init__()

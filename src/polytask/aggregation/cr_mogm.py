@@ -57,11 +57,11 @@ class CRMOGM(Aggregator):
         if not isinstance(inner, str) or inner not in AGGREGATORS:
             raise ValueError(unknown_name("inner aggregator", str(inner), AGGREGATORS.names()))
         cls = AGGREGATORS.get(inner)
-        if cls is CRMOGM or cls.gramian_free:
-            raise ValueError(
-                f"inner aggregator '{inner}' cannot be smoothed: "
-                + ("it is cr_mogm itself" if cls is CRMOGM else "its coefficients are fixed")
-            )
+        if cls is CRMOGM or cls.gramian_free or cls.needs_matrix:
+            why = "it is cr_mogm itself" if cls is CRMOGM else "its coefficients are fixed"
+            if cls.needs_matrix:
+                why = "it needs the gradient matrix, not only its Gramian"
+            raise ValueError(f"inner aggregator '{inner}' cannot be smoothed: {why}")
         if isinstance(alpha, bool) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
         if initial_weights is not None and (

@@ -9,7 +9,8 @@ training loop hands the per-task losses here. Two entry points:
   ``T × T`` Gramian (float64, accumulated parameter by parameter, never a ``[T, P]``
   concatenation), ``c = combine(Gramian)`` from a gradient aggregator, then
   ``.grad = Σ_t c_t g_t`` for shared parameters and ``∇(w_t L_t)`` for task ``t``'s head
-  (``backward_fixed``: the same for a given ``c``, one backward plus a head-only pass).
+  (``backward_fixed``: the same for a given ``c``, one backward plus a head-only pass; a
+  :class:`~polytask.autograd.matrix.MatrixCombine` instead gets the ``[T, P]`` matrix).
 
 Methods (``GradStats.method``), chosen per step from the batch layout:
 
@@ -58,6 +59,7 @@ from polytask.autograd.dist import all_reduce_pieces, world_size
 from polytask.autograd.gramian import gramian_of, gramian_to_cosine
 from polytask.autograd.graph import SUPPORTED, task_rows, unsupported_modules, use_counts
 from polytask.autograd.hooks import SegmentCapture
+from polytask.autograd.matrix import MatrixCombine, matrix_step
 from polytask.autograd.passes import (
     accumulate,
     owner_of,
@@ -229,6 +231,8 @@ class PerTaskGradients:
         if step.method == "unshared":
             return unshared_step(tasks, weighted, heads, keep_task_grads)
         method = self._check(step, weighted)
+        if method == "representation" and isinstance(combine, MatrixCombine):
+            raise RuntimeError("a matrix aggregator needs the parameters' per-task gradients")
         if method == "representation":
             zs, shared = list(step.z.values()), [p for _, p in self.shared]
             args = (tasks, weighted, heads, combine, keep_task_grads, unscale)
@@ -245,10 +249,13 @@ class PerTaskGradients:
         if world_size() > 1:
             all_reduce_pieces(pieces, shared, len(tasks))
         gramian = gramian_of([piece.flat() for piece in pieces.values()], len(tasks)) * unscale
-        c = coefficients(combine, gramian)
-        for p in shared:
-            if id(p) in pieces:
-                accumulate(p, pieces[id(p)].combine(c, p.shape))
+        if isinstance(combine, MatrixCombine):  # the method needs the [T, P] matrix itself
+            c = matrix_step(shared, pieces, combine, len(tasks), grad_scale)
+        else:
+            c = coefficients(combine, gramian)
+            for p in shared:
+                if id(p) in pieces:
+                    accumulate(p, pieces[id(p)].combine(c, p.shape))
         write_grads(heads, head_grads)
         kept = None
         if keep_task_grads:

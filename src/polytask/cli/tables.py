@@ -8,9 +8,12 @@ from rich.table import Table
 
 
 def results_table(final: dict[str, Any]) -> Table:
-    """Validation and test metrics per task, with the majority-class baseline where it applies."""
-    table = Table(title="results (best checkpoint)")
-    for column in ("task", "metric", "validation", "test", "majority (test)"):
+    """Validation and test metrics per task, each beside its trivial baseline on that split
+    (the majority class, the training mean) where the task type has one."""
+    from polytask.report.load import BASELINE_NOTE, baseline_of
+
+    table = Table(title="results (best checkpoint)", caption=BASELINE_NOTE)
+    for column in ("task", "metric", "validation", "baseline", "test", "baseline "):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
     for task, values in final["tasks"].items():
         primary = final["primary_metric"][task]
@@ -20,13 +23,13 @@ def results_table(final: dict[str, Any]) -> Table:
         for i, metric in enumerate(metrics):
             val = values.get("validation", {}).get(metric)
             test = values.get("test", {}).get(metric)
-            majority = values.get("majority_accuracy") if metric == "accuracy" else None
             table.add_row(
                 task if i == 0 else "",
                 metric,
                 "" if val is None else f"{val:.4f}",
+                baseline_of(values, "validation", metric),
                 "" if test is None else f"{test:.4f}",
-                "" if majority is None else f"{majority:.4f}",
+                baseline_of(values, "test", metric),
             )
     return table
 

@@ -34,6 +34,7 @@ FLAGS = {
         "needs_shared_gradients",
         "gramian_free",
         "needs_two_batches",
+        "needs_matrix",
     ),
     "architectures": ("encodes_shared_rows_once",),
 }

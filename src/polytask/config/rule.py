@@ -116,6 +116,32 @@ def two_batch_refusal(
     return None
 
 
+def matrix_refusal(
+    aggregator: tuple[str, Entry], *, single_input: str | None, resolve_every: int = 1
+) -> str | None:
+    """Why an aggregator that ``needs_matrix`` (GradDrop, TrimmedMean, ExcessMTL, MoCo, DB-MTL)
+    would not get the ``[T, P]`` matrix of the shared parameters' per-task gradients every
+    step, or None: ``single_input: representation`` measures gradients at the shared
+    representation instead, and ``resolve_every`` forms no per-task gradients on most steps."""
+    name, entry = aggregator
+    if not entry.needs_matrix:
+        return None
+    others = " or ".join(_names("aggregators", "needs_matrix")[:4])
+    if single_input == "representation":
+        return (
+            f"aggregator '{name}' needs the per-task gradients of the shared parameters, but "
+            f"train.single_input is representation: set train.single_input: exact, or use "
+            f"aggregator {others}"
+        )
+    if resolve_every != 1:
+        return (
+            f"aggregator '{name}' needs the per-task gradients of every step, but "
+            f"aggregator.resolve_every is {resolve_every}: remove aggregator.resolve_every, "
+            f"or use aggregator {others}"
+        )
+    return None
+
+
 def _names(key: str, flag: str) -> list[str]:
     """The registered methods whose capability ``flag`` is false (for a fix's choices)."""
     return [name for name, entry in listing(key).items() if not getattr(entry, flag)]

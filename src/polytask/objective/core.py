@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -11,7 +12,9 @@ from accelerate import Accelerator
 from torch import nn
 
 from polytask.aggregation import AGGREGATORS, Aggregator
+from polytask.aggregation.matrix import MatrixAggregator
 from polytask.autograd.engine import PerTaskGradients, weighted_backward
+from polytask.autograd.matrix import MatrixCombine
 from polytask.autograd.passes import average_grads
 from polytask.autograd.two_batch import SecondBatch, step_backward
 from polytask.models import MultiTaskModel
@@ -184,6 +187,8 @@ class Objective(nn.Module):
             return {**log, **reuse_backward(accelerator, engine, scaled, learned, self.resolve)}
         dtype = next(iter(losses.values())).dtype
         combine = self._combine(vector, dtype, accelerator) if fixed is None else _ones
+        if isinstance(self.aggregator, MatrixAggregator):  # the [T, P] matrix; losses: w_t L_t
+            combine = MatrixCombine(partial(self.aggregator.aggregate, losses=vector * step))
         needs, (second, self._second) = self.aggregator.needs_two_batches, (self._second, None)
         stats = step_backward(engine, scaled, step, combine, grad_scale(accelerator), second, needs)
         if stats is None:  # the second batch's loss is not finite: nothing is applied

@@ -77,7 +77,8 @@ def resolver(
     methods apply it (the config refuses the others at load: :mod:`polytask.config.rule`)."""
     if every == 1:
         return None
-    if aggregator.gramian_free or aggregator.needs_two_batches or weighting.needs_grad_norms:
+    needs = aggregator.needs_two_batches or aggregator.needs_matrix
+    if aggregator.gramian_free or needs or weighting.needs_grad_norms:
         raise ValueError(
             f"resolve_every={every} needs an aggregator that solves a Gramian of one batch and "
             f"a weighting without gradient norms, not {type(aggregator).__name__}/"

@@ -50,6 +50,26 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+#: how the final metrics name a split's trivial baseline, beside the metrics it bounds
+BASELINE_NOTE = (
+    "baseline: the majority class of the split (classification), the training mean as a "
+    "constant prediction (regression; its Pearson and Spearman are undefined)"
+)
+
+
+def baseline_of(task: dict[str, Any], split: str, metric: str) -> str:
+    """The trivial baseline of ``metric`` on ``split`` in one task's final metrics, as text:
+    ``0.4000``, ``undefined`` (a constant has no correlation) or ``""`` (none). A run
+    written before every split had one keeps ``majority_accuracy`` of test alone."""
+    baselines = task.get("baseline")
+    if baselines is None and "majority_accuracy" in task:
+        baselines = {"test": {"majority_accuracy": task["majority_accuracy"]}}
+    for key, value in (baselines or {}).get(split, {}).items():
+        if key.partition("_")[2] == metric:  # <predictor>_<metric>
+            return "undefined" if value is None else f"{float(value):.4f}"
+    return ""
+
+
 @dataclass
 class Run:
     """What a run directory holds for the report (absent files are ``None`` / empty)."""

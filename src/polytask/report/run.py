@@ -12,12 +12,14 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 from polytask.report import plots
+from polytask.report.load import BASELINE_NOTE, baseline_of
 from polytask.report.sections import Cell, facts, figure, note, reading, table
 
 if TYPE_CHECKING:
     from polytask.report.load import Run
 
 Section = tuple[str, str, str]
+SPLITS = ("validation", "test")
 #: the reading of a mean gradient cosine (docs/check.md; the same thresholds as ``polytask check``)
 THRESHOLD = 0.1
 
@@ -107,7 +109,7 @@ def summary(run: Run, train: list[dict[str, Any]]) -> str:
 
 def _metrics_table(final: dict[str, Any]) -> str:
     """Validation and test metrics per task, primary metric first (as ``polytask train``
-    prints them), with the majority-class baseline where it applies."""
+    prints them), each beside its trivial baseline on that split where there is one."""
     rows: list[list[Cell]] = []
     classes: list[str] = []
     for task, values in final["tasks"].items():
@@ -115,13 +117,11 @@ def _metrics_table(final: dict[str, Any]) -> str:
         val, test = values.get("validation", {}), values.get("test", {})
         metrics = [primary] + [m for m in {**val, **test} if m not in (primary, "loss")]
         for i, metric in enumerate(metrics):
-            majority = values.get("majority_accuracy") if metric == "accuracy" else None
-            rows.append(
-                [task if i == 0 else "", metric, val.get(metric), test.get(metric), majority]
-            )
+            first, base = task if i == 0 else "", [baseline_of(values, s, metric) for s in SPLITS]
+            rows.append([first, metric, val.get(metric), base[0], test.get(metric), base[1]])
             classes.append("primary" if i == 0 else "")
-    headers = ["task", "metric", "validation", "test", "majority (test)"]
-    return table(headers, rows, classes)
+    headers = ["task", "metric", "validation", "baseline (validation)", "test", "baseline (test)"]
+    return table(headers, rows, classes) + note(BASELINE_NOTE + ".")
 
 
 def curves(run: Run, train: list[dict[str, Any]], evals: list[dict[str, Any]]) -> str:

@@ -194,9 +194,12 @@ class TaskType(ABC):
         """Served predictions of a type that :attr:`generates` them with forwards of its own."""
         raise PolytaskError(f"task '{spec.name}' is decoded from logits, not generated")
 
-    def baseline_metrics(self, spec: TaskSpec, references: list[Any]) -> dict[str, float]:
-        """Metrics of a trivial predictor on a split (``evaluate(with_majority=True)``;
-        classification: majority accuracy). Default: none."""
+    def baseline_metrics(self, spec: TaskSpec, references: list[Any]) -> dict[str, float | None]:
+        """Metrics of a trivial predictor on a split's encoded references (its ``target``
+        column; ``None``: unlabelled), named ``<predictor>_<metric>`` so that reports set
+        each beside the metric it bounds; ``None``: the metric is undefined for that
+        predictor (a constant has no correlation). Classification: ``majority_accuracy``;
+        regression: the training mean's ``mean_rmse``. Default: none."""
         return {}
 
     def higher_is_better(self, metric: str) -> bool:

@@ -225,7 +225,7 @@ class Classification(TaskType):
             ),
         }
 
-    def baseline_metrics(self, spec: TaskSpec, references: list[Any]) -> dict[str, float]:
+    def baseline_metrics(self, spec: TaskSpec, references: list[Any]) -> dict[str, float | None]:
         """Single-label: the accuracy of always answering the most frequent label."""
         return {} if spec.multi_label else {"majority_accuracy": majority_accuracy(references)}
 

@@ -136,6 +136,16 @@ class Regression(TaskType):
             "rmse": float(np.sqrt(np.mean((preds - refs) ** 2))),
         }
 
+    def baseline_metrics(self, spec: TaskSpec, references: list[Any]) -> dict[str, float | None]:
+        """The training mean as a constant prediction: its RMSE in original units (the
+        references are standardised by that mean, so the error is ``y * std``); Pearson
+        and Spearman are undefined for a constant (``None``), not 0."""
+        labelled = np.asarray([r for r in references if r is not None], dtype=np.float64)
+        if labelled.size == 0:
+            return {}
+        rmse = float(np.sqrt(np.mean(labelled**2)) * spec.target_std)
+        return {"mean_rmse": rmse, "mean_pearson": None, "mean_spearman": None}
+
     def decode(self, spec: TaskSpec, logits: torch.Tensor) -> list[Any]:
         values = logits.float().squeeze(-1).cpu() * spec.target_std + spec.target_mean
         return [{"value": float(v)} for v in values.tolist()]

@@ -15,7 +15,7 @@ from accelerate import Accelerator
 
 from polytask import checkpoint as ckpt
 from polytask.distributed import weights_sharded
-from polytask.evaluate import evaluate
+from polytask.evaluate import evaluate, split_baseline
 from polytask.models import MultiTaskModel
 from polytask.tasks import TaskSpec, task_type
 from polytask.training.runlog import MetricsLog, plot_curves, read_records
@@ -134,7 +134,8 @@ def _final_evaluation(
     setup: Setup, model: MultiTaskModel, state: TrainState, accelerator: Accelerator, pad_id: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each task's validation (reused from ``best_step`` when measured there) and test
-    metrics, the majority baseline; and the architecture's report on test (MoE routing)."""
+    metrics, its trivial baseline on each (``baseline``: the majority class, the training
+    mean); and the architecture's report on test (MoE routing)."""
     tc, names = setup.config.train, list(setup.specs)
     tasks: dict[str, Any] = {}
     report: dict[str, Any] = {}
@@ -153,13 +154,16 @@ def _final_evaluation(
             tc.eval_batch_size,
             pad_id,
             accelerator.device,
-            with_majority=True,
             accelerator=accelerator,
             tokenizer=setup.tokenizer,
         ).items():
-            if split == "test" and "majority_accuracy" in m:
-                tasks.setdefault(n, {})["majority_accuracy"] = m.pop("majority_accuracy")
-            m.pop("majority_accuracy", None)
             tasks.setdefault(n, {})[split] = m
         report = model.report() or report  # the architecture's diagnostics on test
+    for n, data in setup.data.items():  # every evaluated split: no model needed
+        spec, held = setup.specs[n], [s for s in ("validation", "test") if s in data.splits]
+        baseline = {s: b for s in held if (b := split_baseline(spec, data.splits[s]))}
+        if baseline:
+            tasks.setdefault(n, {})["baseline"] = baseline
+        if "majority_accuracy" in baseline.get("test", {}):  # the key older readers know
+            tasks[n]["majority_accuracy"] = baseline["test"]["majority_accuracy"]
     return tasks, report
