@@ -123,6 +123,13 @@ class Workspace:
         shutil.copytree(self.inputs.run.result(), target)
         return target
 
+    def interrupted_run(self) -> Path:
+        """A copy of the trained run as a crash after its step-2 checkpoint leaves it (no
+        final_metrics.json): what --resume continues (a finished run has nothing to do)."""
+        run = self.run()
+        (run / "final_metrics.json").unlink()
+        return run
+
     def rows(self, task: str, split: str) -> list[dict[str, Any]]:
         lines = self.data(task, split).read_text("utf-8").splitlines()
         return [json.loads(line) for line in lines]
@@ -234,6 +241,11 @@ config_case(
     {"tasks.0.type": "clasification"},
     "tasks.sent:",  # named by the task's name, not its index
     "unknown task type 'clasification' (did you mean 'classification'?)",
+)
+config_case(
+    "config-unknown-task-type-second-task",
+    {"tasks.1.type": "tagingg"},  # issue 22 item 8: was named 'tasks.1'
+    "run.yaml: tasks.tags: unknown task type 'tagingg' (did you mean 'tagging'?)",
 )
 config_case(
     "config-unknown-architecture",
@@ -570,14 +582,14 @@ def _(ws: Workspace) -> list[str]:
 
 @case("resume-truncated-checkpoint-weights", "run/checkpoint/model.safetensors")
 def _(ws: Workspace) -> list[str]:
-    run = ws.run()
+    run = ws.interrupted_run()
     truncate(run / "checkpoint" / "model.safetensors")
     return ["train", "-o", str(run), "--resume", "--quiet"]
 
 
 @case("resume-truncated-best-model", "run/model/model.safetensors", "cannot load weights")
 def _(ws: Workspace) -> list[str]:
-    run = ws.run()
+    run = ws.interrupted_run()
     truncate(run / "model" / "model.safetensors")
     return ["train", "-o", str(run), "--resume", "--quiet"]
 
@@ -618,21 +630,26 @@ def _(ws: Workspace) -> list[str]:
 
 @case("resume-trainer-state-missing-key", "run/checkpoint", "trainer_state.json", "optimizer")
 def _(ws: Workspace) -> list[str]:
-    run = ws.run()
+    run = ws.interrupted_run()
     edit_json(run / "checkpoint" / "trainer_state.json", lambda s: s.pop("optimizer"))
     return ["train", "-o", str(run), "--resume", "--quiet"]
 
 
-@case("resume-without-checkpoint", "--resume:", "/run has no complete checkpoint")
+@case(
+    "resume-without-checkpoint",
+    "--resume:",
+    "/run has no complete checkpoint to resume from (the run stopped before its first one); "
+    "pass --overwrite to start it again",
+)
 def _(ws: Workspace) -> list[str]:
-    run = ws.run()
+    run = ws.interrupted_run()
     shutil.rmtree(run / "checkpoint")
     return ["train", "-o", str(run), "--resume", "--quiet"]
 
 
 @case("resume-with-other-tasks", "run/checkpoint/model.safetensors", "do not match the model")
 def _(ws: Workspace) -> list[str]:
-    run = ws.run()
+    run = ws.interrupted_run()
     return ["train", ws.config({"tasks.0.name": "mood"}), "-o", str(run), "--resume", "--quiet"]
 
 
@@ -641,15 +658,41 @@ def _(ws: Workspace) -> list[str]:
     return ["eval", str(ws.root / "data")]
 
 
+@case(
+    "serve-compare-folder",
+    "/cmp: no trained model (model/polytask.json) in this directory, but 3 run folders below",
+    ": multi/seed-1, multi/seed-2, single-sent/seed-1; give one of them, e.g. ",
+    "/cmp/multi/seed-1",
+)
+def _(ws: Workspace) -> list[str]:
+    run = ws.run()
+    for seed in ("multi/seed-1", "multi/seed-2", "single-sent/seed-1"):  # compare's layout
+        shutil.copytree(run, ws.root / "cmp" / seed)
+    (ws.root / "cmp" / "compare.json").write_text("{}")
+    return ["serve", str(ws.root / "cmp"), "--port", "0"]
+
+
 @case("predict-unknown-task", "unknown task 'sentt' (did you mean 'sent'?)", stdin="good film\n")
 def _(ws: Workspace) -> list[str]:
     return ["predict", str(ws.run()), "-t", "sentt", "-i", "-"]
 
 
-@case("predict-input-line-not-json", "in.jsonl, line 2", "does not parse")
+@case(
+    "predict-input-line-not-json",
+    "in.jsonl, line 2, column 10: not valid JSON (unterminated string starting here)",
+)
 def _(ws: Workspace) -> list[str]:
-    text = '{"text": "good film"}\n{"text": "bad plot"\n'
+    text = '{"text": "good film"}\n{"text": "bad plot\n'
     return ["predict", str(ws.run()), "-t", "sent", "-i", ws.write("in.jsonl", text)]
+
+
+@case(
+    "train-data-unterminated-string",
+    "sent/train.jsonl, line 2, column 10: not valid JSON (unterminated string starting here)",
+)
+def _(ws: Workspace) -> list[str]:
+    ws.data("sent", "train").write_text('{"text": "good", "label": "pos"}\n{"text": "bad\n')
+    return ws.train(ws.config())
 
 
 @case("train-output-is-a-file", "/out is not a directory")
@@ -658,7 +701,10 @@ def _(ws: Workspace) -> list[str]:
     return ws.train(ws.config())
 
 
-@case("train-overwrite-with-bad-data", "sent/train.jsonl, line 2", "not valid JSON")
+@case(
+    "train-overwrite-with-bad-data",
+    "sent/train.jsonl, line 2, column 2: not valid JSON (expecting property name enclosed in",
+)
 def _(ws: Workspace) -> list[str]:
     ws.data("sent", "train").write_text('{"text": "good", "label": "pos"}\n{oops\n')
     return ["train", ws.config(), "-o", str(ws.run()), "--overwrite", "--quiet"]
@@ -675,8 +721,13 @@ CONTROLS = [
     ),
     Case(
         "resume",
-        lambda ws: ["train", "-o", str(ws.run()), "--resume", "--quiet"],
+        lambda ws: ["train", "-o", str(ws.interrupted_run()), "--resume", "--quiet"],
         ("of 3",),
+    ),
+    Case(  # a finished run: nothing to do, exit 0
+        "resume-finished",
+        lambda ws: ["train", "-o", str(ws.run()), "--resume", "--quiet"],
+        ("the run is complete (trained to train.max_steps=3",),
     ),
 ]
 

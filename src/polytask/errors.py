@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class PolytaskError(Exception):
     """An error caused by the user's input (config, data, arguments, run directory).
@@ -48,3 +50,20 @@ def first_line(exc: BaseException) -> str:
     """An exception's message, first line only (transformers' messages run to several)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def json_problem(exc: json.JSONDecodeError, line: int | None = None) -> str:
+    """Where and why text is not JSON, whole: ``line 3, column 12: not valid JSON
+    (unterminated string starting here)``. ``line``: the file's line when ``exc`` came from
+    parsing that one line (JSON lines); else the line within the parsed text.
+
+    >>> try:
+    ...     json.loads('{"text": "a great film')
+    ... except json.JSONDecodeError as exc:
+    ...     print(json_problem(exc, 7))
+    line 7, column 10: not valid JSON (unterminated string starting here)
+    """
+    reason = exc.msg[:1].lower() + exc.msg[1:]
+    if reason.endswith(" at"):  # "Unterminated string starting at", "Invalid ... at"
+        reason = reason[: -len(" at")] + " here"
+    return f"line {line or exc.lineno}, column {exc.colno}: not valid JSON ({reason})"

@@ -186,8 +186,17 @@ def test_json_array_and_wrong_type_value_is_caught(tmp_path: Path, tokenizer) ->
         load_task_data(task("regression", bad, bad, columns={"label": "y"}), tokenizer, 16, 0)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "a", "y": 1.5}\n{"text": "b", "y": \n')
-    with pytest.raises(DataError, match=r"broken\.jsonl, line 2: not valid JSON"):
+    with pytest.raises(
+        DataError, match=r"broken\.jsonl, line 2, column 20: not valid JSON \(expecting value\)$"
+    ):
         load_task_data(task("regression", broken, broken, columns={"label": "y"}), tokenizer, 16, 0)
+    array = tmp_path / "array.json"  # one JSON array: the line and column within the file
+    array.write_text('[{"text": "a", "y": 1.5},\n {"text": "b, "y": 2}]\n')
+    with pytest.raises(
+        DataError,
+        match=r"array\.json, line 2, column 16: not valid JSON \(expecting ',' delimiter\)",
+    ):
+        load_task_data(task("regression", array, array, columns={"label": "y"}), tokenizer, 16, 0)
     not_object = tmp_path / "list.jsonl"
     not_object.write_text('{"text": "a", "y": 1.5}\n\n["b", 2]\n')
     with pytest.raises(DataError, match=r"list\.jsonl, line 3: a record must be a JSON object"):

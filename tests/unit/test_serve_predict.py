@@ -174,4 +174,35 @@ def test_cli_predict_every_task(served_model: Path) -> None:
     bad = polytask(
         "predict", str(served_model), "-t", "sent", "-i", "-", stdin='good\n["a", "b"]\n'
     )
-    assert_user_error(bad, "inputs[1]: expected a text (a JSON string), got a list of 2 items")
+    assert_user_error(
+        bad, "stdin, line 2: expected a text (a JSON string), got a list of 2 items; task 'sent'"
+    )
+
+
+def test_cli_predict_pair_task_on_plain_text_names_file_line_and_form(
+    served_model: Path, tmp_path: Path
+) -> None:
+    """Issue 22 item 8: a plain text file for a sentence-pair task named neither the file
+    nor the line, nor the JSON line to write instead; broken JSON gives its position."""
+    plain = tmp_path / "texts.txt"
+    plain.write_text("\na great film\nthe plot was thin\n")
+    assert_user_error(
+        polytask("predict", str(served_model), "--task", "nli", "-i", str(plain)),
+        f"{plain}, line 2: expected a sentence pair (a list of two strings), got a string; "
+        "task 'nli' takes one input per line, each a JSON line "
+        '{"text": "...", "text_pair": "..."} (or ["...", "..."])',
+    )
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"text": "a great film", "text_pair": "a good film"}\n["a", "b"]\n')
+    done = polytask("predict", str(served_model), "--task", "nli", "-i", str(pairs))
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["input"] for line in done.stdout.splitlines()] == [
+        ["a great film", "a good film"],
+        ["a", "b"],
+    ]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('["a", "b"]\n{"text": "a great film\n')
+    assert_user_error(
+        polytask("predict", str(served_model), "--task", "nli", "-i", str(broken)),
+        f"{broken}, line 2, column 10: not valid JSON (unterminated string starting here)",
+    )

@@ -1,4 +1,5 @@
-"""``polytask predict`` and ``polytask serve``: the same predictions, from a file or over HTTP."""
+"""``polytask predict``, ``polytask serve`` and ``polytask export``: the same predictions, from a
+file, over HTTP, or from a folder plain ``transformers`` loads."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from polytask.errors import PolytaskError
+from polytask.errors import PolytaskError, json_problem
 
 out = Console(soft_wrap=True)
 
 
-def _read_inputs(source: str) -> list[Any]:
+def _read_inputs(source: str) -> tuple[str, list[Any], list[int]]:
+    """Where the inputs come from, the inputs, and the line each was read from."""
     if source == "-":
         lines = sys.stdin.read().split("\n")
         where = "stdin"
@@ -29,24 +31,53 @@ def _read_inputs(source: str) -> list[Any]:
             raise PolytaskError(f"{path}: not UTF-8 text") from None
         where = str(path)
     items: list[Any] = []
+    numbers: list[int] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         if line.lstrip()[:1] in '{["':
             try:
                 value = json.loads(line)
-            except json.JSONDecodeError:
-                raise PolytaskError(
-                    f"{where}, line {number}: looks like JSON but does not parse"
-                ) from None
+            except json.JSONDecodeError as exc:
+                raise PolytaskError(f"{where}, {json_problem(exc, number)}") from None
             if isinstance(value, dict):
                 value = _from_object(value, where, number)
             items.append(value)
         else:
             items.append(line)
+        numbers.append(number)
     if not items:
         raise PolytaskError(f"{where}: no inputs")
-    return items
+    return where, items, numbers
+
+
+#: how one line of a ``predict --input`` file spells each input form
+LINE_FORMS = {
+    "text": 'a plain line, or a JSON line {"text": "..."}',
+    "pair": 'a JSON line {"text": "...", "text_pair": "..."} (or ["...", "..."])',
+    "words": 'a plain line (split on whitespace), or a JSON line {"tokens": ["...", "..."]}',
+}
+
+
+def _check_lines(
+    predictor: Any, task: str, inputs: list[Any], numbers: list[int], where: str
+) -> None:
+    """Each input in the form its task takes, or one line naming the file, the line and how
+    to write it (``"*"``: the form of the first input, a text or a pair, for every line)."""
+    from polytask.errors import InputError
+    from polytask.predict.inputs import ALL, check_input
+
+    if task == ALL:
+        form = "pair" if isinstance(inputs[0], list) else "text"
+    else:
+        form = predictor.form(task)
+    for value, number in zip(inputs, numbers, strict=True):
+        try:
+            check_input(value, form, f"{where}, line {number}")
+        except InputError as exc:
+            raise InputError(
+                f"{exc}; task '{task}' takes one input per line, each {LINE_FORMS[form]}"
+            ) from None
 
 
 def _from_object(value: dict[str, Any], where: str, number: int) -> Any:
@@ -74,10 +105,25 @@ def predict(
     predictor = Predictor(run_dir)
     if task != ALL:
         predictor.spec(task)
-    inputs = _read_inputs(input)
+    where, inputs, numbers = _read_inputs(input)
+    _check_lines(predictor, task, inputs, numbers, where)
     for item, result in zip(inputs, predictor.predict(task, inputs, batch_size), strict=True):
         line = {"input": item, "predictions": result} if task == ALL else {"input": item, **result}
         sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],
+    task: Annotated[str, typer.Option("--task", "-t", help="the task to export")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write")],
+) -> None:
+    """Write one task as a folder transformers loads (AutoModelFor...Classification,
+    trust_remote_code=True): tokenizer, config with id2label, safetensors weights."""
+    from polytask.predict.export import export_task
+
+    written = export_task(run_dir, task, output)
+    ((auto, _),) = written["auto_class"].items()
+    out.print(f"wrote {output}: {auto}.from_pretrained({str(output)!r}, trust_remote_code=True)")
 
 
 def serve(

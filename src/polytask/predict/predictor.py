@@ -25,7 +25,8 @@ from transformers import BatchEncoding
 
 from polytask.checkpoint import load_model_folder
 from polytask.data.batching import length_chunks
-from polytask.errors import InputError, RunDirError, UnknownTaskError
+from polytask.errors import InputError, UnknownTaskError
+from polytask.predict.folder import model_folder
 from polytask.predict.inputs import (
     ALL,
     WHAT,
@@ -38,18 +39,6 @@ from polytask.predict.inputs import (
 from polytask.registry import did_you_mean
 from polytask.segments import Segment
 from polytask.tasks import TaskSpec, task_type
-
-
-def model_folder(run_or_model_dir: str | Path) -> Path:
-    """Accept a run directory (uses its ``model/``) or a model folder itself."""
-    path = Path(run_or_model_dir)
-    if not path.is_dir():
-        raise RunDirError(f"run directory not found: {path}")
-    if (path / "model" / "polytask.json").is_file():
-        return path / "model"
-    if (path / "polytask.json").is_file():
-        return path
-    raise RunDirError(f"{path}: no trained model (model/polytask.json) in this directory")
 
 
 @dataclass
