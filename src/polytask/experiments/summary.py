@@ -71,6 +71,25 @@ def evaluated_split(finals: list[dict[str, Any]], task: str) -> str:
     return "test" if all("test" in f["tasks"][task] for f in finals) else "validation"
 
 
+def baseline_of(
+    finals: list[dict[str, Any]], task: str, split: str, metric: str
+) -> dict[str, Any] | None:
+    """The trivial baseline of ``metric`` on ``split`` over the runs (``final_metrics``
+    ``baseline``, keys ``<predictor>_<metric>``): its name and mean over the runs (``None``:
+    undefined, a constant's correlation), or None when the runs have none."""
+    found = [
+        (key, value)
+        for f in finals
+        for key, value in f["tasks"][task].get("baseline", {}).get(split, {}).items()
+        if key.partition("_")[2] == metric
+    ]
+    if not found:
+        return None
+    values = [v for _, v in found]
+    mean = None if None in values else round(sum(values) / len(values), 6)
+    return {"name": found[0][0], "mean": mean}
+
+
 def task_summary(
     task: str,
     type_name: str,
@@ -111,6 +130,7 @@ def task_summary(
         ),
         "delta_m_pct": _round(_mean(defined)),
         "metric_deltas_pct": {m: _round(d) for m, d in deltas.items()},
+        "baseline": baseline_of(multi, task, split, metric),
     }
 
 

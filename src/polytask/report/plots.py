@@ -167,8 +167,15 @@ def routing_bars(routing: dict[str, Any], tasks: list[str]) -> str:
 
 
 def compare_bars(tasks: dict[str, Any]) -> str:
+    """:func:`compare_figure` as a PNG data URI."""
+    return to_uri(compare_figure(tasks))
+
+
+def compare_figure(tasks: dict[str, Any]) -> Figure:
     """Per task, the single-task baseline and the multi-task model's metric (mean, with
-    ± std error bars when there are several seeds), one panel per task."""
+    ± std error bars when there are several seeds, its value on the bar), one panel per
+    task, and a dashed line at the trivial predictor's score where it is defined
+    (``baseline``: the majority class, the training mean)."""
     names = list(tasks)
     fig, axes = _grid(len(names), height=2.6)
     for ax, name in zip(axes, names, strict=True):
@@ -176,10 +183,19 @@ def compare_bars(tasks: dict[str, Any]) -> str:
         means = [float(entry[side]["mean"]) for side in ("single", "multi")]
         stds = [entry[side].get("std") for side in ("single", "multi")]
         errors = [float(s) for s in stds] if all(s is not None for s in stds) else None
-        ax.bar(["single", "multi"], means, yerr=errors, capsize=6, color=["#999999", "C0"])
+        bars = ax.bar(["single", "multi"], means, yerr=errors, capsize=6, color=["#999999", "C0"])
+        ax.bar_label(bars, labels=[f"{m:.4f}" for m in means], fontsize=7, padding=2)
+        baseline = entry.get("baseline") or {}
+        if baseline.get("mean") is not None:
+            predictor = str(baseline["name"]).partition("_")[0]
+            value = float(baseline["mean"])
+            line = {"color": "#444444", "linestyle": "--", "linewidth": 1}
+            ax.axhline(value, label=f"{predictor} baseline {value:.4f}", **line)
+            ax.legend(fontsize=7, loc="lower right")
+        ax.margins(y=0.15)  # room for the value labels
         ax.set_title(label(f"{name}: {entry['metric']}"), fontsize=10)
         ax.tick_params(labelsize=8)
-    return to_uri(fig)
+    return fig
 
 
 def leaderboard_figure(names: list[str], means: list[float], cis: list[Any]) -> Figure:

@@ -8,7 +8,9 @@ Input is one run directory's files as read by :func:`polytask.report.html.load_r
 
 from __future__ import annotations
 
+import json
 from itertools import combinations
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polytask.report import plots
@@ -53,10 +55,32 @@ def _method(entry: Any) -> str:
     return f"{entry.get('name')} ({rest})" if rest else str(entry.get("name"))
 
 
-def _sampler(entry: Any) -> str:
-    """The sampler and its own arguments, or that every step trains every task (no sampler)."""
+#: the registries' manifest, read as data (the report imports no config): which arguments
+#: each sampler takes
+MANIFEST = Path(__file__).resolve().parents[1] / "config" / "registries.json"
+
+
+def _sampler_arguments(name: str) -> set[str] | None:
+    """The constructor arguments of sampler ``name`` (None: the manifest does not list it)."""
+    try:
+        entries = json.loads(MANIFEST.read_text("utf-8"))["registries"]["samplers"]["entries"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return set(entries[name].get("args", {})) if name in entries else None
+
+
+def _sampler(entry: Any, ran: Any = None) -> str:
+    """The sampler and its own arguments, or that every step trains every task (no sampler).
+
+    ``ran``: ``final_metrics["sampler"]``, what was built (defaults filled). Without it, the
+    config's entry less any other sampler's arguments (a ``config.yaml`` written before
+    samplers were bound to their constructors lists ``alpha_start``/``alpha_end`` for all)."""
+    entry = ran if isinstance(ran, dict) else entry
     if isinstance(entry, dict) and "name" in entry and entry["name"] is None:
         return "none: every task in every step"
+    own = _sampler_arguments(str(entry.get("name"))) if isinstance(entry, dict) else None
+    if own is not None and not isinstance(ran, dict):
+        entry = {k: v for k, v in entry.items() if k in ("name", "tasks_per_step") or k in own}
     return _method(entry)
 
 
@@ -85,7 +109,7 @@ def summary(run: Run, train: list[dict[str, Any]]) -> str:
                 ("tasks", _tasks_line(run, primary)),
                 ("encoder", cfg.get("encoder", {}).get("name")),
                 ("architecture", _method(cfg.get("architecture", {}))),
-                ("sampler", _sampler(cfg.get("sampler", {}))),
+                ("sampler", _sampler(cfg.get("sampler", {}), final.get("sampler"))),
                 ("loss weighting", _method(cfg.get("weighting", {"name": "equal"}))),
                 ("gradient aggregator", _method(cfg.get("aggregator", {"name": "sum"}))),
                 ("steps", steps),
@@ -154,8 +178,31 @@ def weights(run: Run, train: list[dict[str, Any]]) -> str:
             "No task weights were logged: steps that train a subset of the tasks use the "
             "static weights (weights are logged when every step sees every task)."
         )
+    constant = {k: c for k, _ in keys if (c := _constant(train, k, run.tasks)) is not None}
+    notes = [
+        note(
+            f"{title}: constant over the logged steps ("
+            + ", ".join(f"{t} {v:g}" for t, v in constant[key].items())
+            + "), not plotted."
+        )
+        for key, title in keys
+        if key in constant
+    ]
+    keys = [(k, t) for k, t in keys if k not in constant]
+    if not keys:
+        return "".join(notes)
     caption = "task weights over steps (" + "; ".join(t for _, t in keys) + ")"
-    return figure(plots.weight_curves(train, run.tasks, keys), "task weights over time", caption)
+    uri = plots.weight_curves(train, run.tasks, keys)
+    return "".join(notes) + figure(uri, "task weights over time", caption)
+
+
+def _constant(train: list[dict[str, Any]], key: str, tasks: list[str]) -> dict[str, float] | None:
+    """Each task's value of ``key`` when none moved over the logged steps (to 1e-9 of its
+    size: equal or static weights draw flat lines), else None."""
+    values = {t: [float(r[key][t]) for r in train if t in r.get(key, {})] for t in tasks}
+    if any(v and max(v) - min(v) > 1e-9 * max(1.0, abs(v[0])) for v in values.values()):
+        return None
+    return {t: v[0] for t, v in values.items() if v}
 
 
 def cosine_pairs(

@@ -155,7 +155,14 @@ def compare_body(data: dict[str, Any]) -> str:
         "test metric per task; error bars: ± std over seeds"
         if len(seeds) > 1
         else "test metric per task (one seed: no error bars)"
-    )
+    ) + "; dashed line: the trivial predictor (majority class, training mean)"
+    undefined = [
+        f"{n} ({e['metric']})"
+        for n, e in tasks.items()
+        if e.get("baseline") and e["baseline"].get("mean") is None
+    ]
+    if undefined:
+        caption += f"; none for {', '.join(undefined)}: undefined for a constant prediction"
     parts.append(figure(compare_bars(tasks), "single-task vs multi-task per task", caption))
     runs = data.get("runs", {})
     listed = [("multi-task", ", ".join(runs.get("multi", [])))] + [

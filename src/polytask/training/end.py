@@ -121,6 +121,7 @@ def finish(
         "processes": accelerator.num_processes,
         "mixed_precision": setup.config.train.mixed_precision,
         "data": {n: d.counts for n, d in setup.data.items()},  # dropped / masked rows per split
+        "sampler": _sampler_record(setup),
     }
     if accelerator.is_main_process:
         if report:
@@ -167,3 +168,10 @@ def _final_evaluation(
         if "majority_accuracy" in baseline.get("test", {}):  # the key older readers know
             tasks[n]["majority_accuracy"] = baseline["test"]["majority_accuracy"]
     return tasks, report
+
+
+def _sampler_record(setup: Setup) -> dict[str, Any]:
+    """The sampler that ran with every argument it was built with (defaults filled): what
+    the report shows, whatever the config left implicit."""
+    sampler = setup.config.sampler
+    return {"name": sampler.name, "tasks_per_step": sampler.tasks_per_step, **sampler.kwargs}
