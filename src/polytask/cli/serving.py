@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from polytask.errors import PolytaskError, json_problem
+
+if TYPE_CHECKING:  # torch is imported only when a command runs
+    from polytask.predict.predictor import Predictor
 
 out = Console(soft_wrap=True)
 
@@ -60,17 +63,16 @@ LINE_FORMS = {
 
 
 def _check_lines(
-    predictor: Any, task: str, inputs: list[Any], numbers: list[int], where: str
+    predictor: Predictor, task: str, inputs: list[Any], numbers: list[int], where: str
 ) -> None:
     """Each input in the form its task takes, or one line naming the file, the line and how
     to write it (``"*"``: the form of the first input, a text or a pair, for every line)."""
     from polytask.errors import InputError
-    from polytask.predict.inputs import ALL, check_input
+    from polytask.predict.inputs import ALL, Form, check_input
 
-    if task == ALL:
-        form = "pair" if isinstance(inputs[0], list) else "text"
-    else:
-        form = predictor.form(task)
+    form: Form = predictor.form(task) if task != ALL else "text"
+    if task == ALL and isinstance(inputs[0], list):
+        form = "pair"
     for value, number in zip(inputs, numbers, strict=True):
         try:
             check_input(value, form, f"{where}, line {number}")
