@@ -57,6 +57,8 @@ METHODS = {  # "equal": the plain sum of the task losses; "pcgrad": per-task gra
     # periodic re-solving: reuse steps write .grad themselves (rank-averaged); the resume
     # below starts one step into a period (step-4 checkpoint, N = 3)
     "resolve": {"weighting": {"name": "equal"}, "aggregator": {"name": "mgda", "resolve_every": 3}},
+    # a needs_matrix method with [T, P] state: ranks keep the same y, the resume restores it
+    "moco": {"weighting": {"name": "equal"}, "aggregator": {"name": "moco"}},
 }
 
 
