@@ -15,7 +15,7 @@ from polytask.cli.common import err, main_rank
 from polytask.cli.data import data_app
 from polytask.cli.diagnostics import affinity, check, ls
 from polytask.cli.experiments import compare, diversity, sweep_aux
-from polytask.cli.serving import predict, serve
+from polytask.cli.serving import export, predict, serve
 from polytask.cli.training import eval_, report, train
 from polytask.errors import ConfigError, PolytaskError
 
@@ -35,6 +35,7 @@ app.command()(diversity)
 app.command("eval")(eval_)
 app.command()(predict)
 app.command()(serve)
+app.command()(export)
 app.command()(report)
 app.command("ls")(ls)
 app.add_typer(data_app, name="data")

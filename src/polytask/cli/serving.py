@@ -128,6 +128,20 @@ def export(
     out.print(f"wrote {output}: {auto}.from_pretrained({str(output)!r}, trust_remote_code=True)")
 
 
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],
+    task: Annotated[str, typer.Option("--task", "-t", help="the task to export")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write")],
+) -> None:
+    """Write one task as a folder transformers loads (AutoModelFor...Classification,
+    trust_remote_code=True): tokenizer, config with id2label, safetensors weights."""
+    from polytask.predict.export import export_task
+
+    written = export_task(run_dir, task, output)
+    ((auto, _),) = written["auto_class"].items()
+    out.print(f"wrote {output}: {auto}.from_pretrained({str(output)!r}, trust_remote_code=True)")
+
+
 def serve(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
