@@ -111,10 +111,12 @@ def _polytask(
     how: str,
     notes: list[str],
     solver_s: dict[str, list[float]],
+    only: list[str] | None = None,
 ) -> dict[str, Step]:
     import torch
 
     from polytask.autograd.engine import PerTaskGradients
+    from polytask.autograd.matrix import MatrixCombine
 
     try:
         from polytask.aggregation import AGGREGATORS
@@ -125,19 +127,23 @@ def _polytask(
     engine = PerTaskGradients(model, single_input=single)
     steps: dict[str, Step] = {}
     names = AGGREGATORS.names() if AGGREGATORS is not None else ["sum"]
-    for name in names:
+    for name in [n for n in names if not only or n in only]:
         if AGGREGATORS is None:
             agg: Any = lambda g, losses=None: torch.ones(g.shape[0], dtype=g.dtype)  # noqa: E731
+            matrix = False
         else:
             try:
-                agg = AGGREGATORS.get(name)(n_tasks=n_tasks).weights
+                built = AGGREGATORS.get(name)(n_tasks=n_tasks)
+                # a needs_matrix method gets the [T, P] matrix (its aggregate), not a Gramian
+                matrix = built.needs_matrix
+                agg = built.aggregate if matrix else built.weights
             except ImportError as error:
                 notes.append(f"{name}: {error}")
                 continue
 
         spent = solver_s.setdefault(name, [])
 
-        def step(agg: Any = agg, spent: list[float] = spent) -> None:
+        def step(agg: Any = agg, spent: list[float] = spent, matrix: bool = matrix) -> None:
             with engine.capture(batch[2]):
                 losses = _losses(model, batch)
             values = torch.stack([v.detach() for v in losses.values()])
@@ -148,7 +154,7 @@ def _polytask(
                 spent.append(time.perf_counter() - start)
                 return weights
 
-            engine.backward(losses, timed)
+            engine.backward(losses, MatrixCombine(timed) if matrix else timed)
 
         steps[name] = step
     return steps
@@ -290,7 +296,8 @@ def measure(mode: str, n_tasks: int, impl: str, args: argparse.Namespace) -> dic
     if impl == "polytask-weighting":
         steps |= _weighting(model, batch, n_tasks)
     elif impl.startswith("polytask"):
-        steps |= _polytask(model, batch, n_tasks, impl.split("-")[1], notes, solver_s)
+        how = impl.split("-")[1]
+        steps |= _polytask(model, batch, n_tasks, how, notes, solver_s, args.methods)
     elif impl == "naive-loop":
         steps |= _naive(model, batch, n_tasks, notes)
     elif impl == "torchjd":
@@ -330,6 +337,7 @@ def _child(mode: str, n_tasks: int, impl: str, args: argparse.Namespace) -> dict
     cmd = [sys.executable, __file__, "--child", job, "--threads", str(args.threads)]
     cmd += ["--per-task", str(args.per_task), "--length", str(args.length)]
     cmd += ["--repeats", str(args.repeats)]
+    cmd += ["--methods", *args.methods] if args.methods else []
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -393,6 +401,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=list(IMPLS), default=list(IMPLS))
     impls = sorted({i for group in IMPLS.values() for i in group})
     parser.add_argument("--impls", nargs="+", choices=impls, help="only these (default: all)")
+    parser.add_argument(
+        "--methods", nargs="+", help="only these aggregators in the polytask engine impls"
+    )
     parser.add_argument("--per-task", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
@@ -425,8 +436,10 @@ def main() -> None:
     repeats = args.repeats
     if args.merge and args.out.is_file():
         old = json.loads(args.out.read_text())
-        ran = {(r["mode"], r["T"], r["impl"]) for r in rows}
-        kept = [r for r in old["rows"] if (r["mode"], r["T"], r["impl"]) not in ran]
+        # with --methods only those methods' rows are replaced (the impl's others are kept)
+        key = lambda r: (r["mode"], r["T"], r["impl"], r["method"] if args.methods else None)  # noqa: E731
+        ran = {key(r) for r in rows}
+        kept = [r for r in old["rows"] if key(r) not in ran]
         for r in kept:
             r.setdefault("repeats", old.get("repeats"))
         rows = kept + rows
@@ -450,7 +463,9 @@ def main() -> None:
         result["merge_notes"] = [
             *notes,
             f"{time.strftime('%Y-%m-%d')}: re-measured modes {args.modes}, T={args.tasks}, "
-            f"impls {args.impls or 'all'} with {args.repeats} rounds (the rows' 'repeats')",
+            f"impls {args.impls or 'all'}"
+            + (f", methods {args.methods}" if args.methods else "")
+            + f" with {args.repeats} rounds (the rows' 'repeats')",
         ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
