@@ -1,4 +1,5 @@
-"""The HTTP API: ``GET /health``, ``GET /tasks``, ``POST /predict`` (and ``/openapi.json``).
+"""The HTTP API: ``GET /health``, ``GET /tasks``, ``POST /predict`` (and ``/openapi.json``,
+its browser docs ``/docs`` and ``/redoc``, offline: :mod:`polytask.serve.docs`).
 
 Thin: requests are parsed and checked here, predictions come from
 :meth:`polytask.predict.Predictor.run` through the :class:`~polytask.serve.batcher.Batcher`.
@@ -21,6 +22,7 @@ from polytask import __version__
 from polytask.errors import PolytaskError, UnknownTaskError
 from polytask.predict.predictor import Job, Predictor
 from polytask.serve.batcher import Batcher
+from polytask.serve.docs import add_docs
 from polytask.serve.limits import Limits
 from polytask.serve.schemas import (
     Error,
@@ -66,7 +68,10 @@ def create_app(
         version=__version__,
         summary=f"Every served task of a '{predictor.architecture}' multi-task model.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN: add_docs serves installed files
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.predictor, app.state.batcher, app.state.limits = predictor, batcher, limits
     _info_routes(app, predictor, batcher, limits)
     _predict_route(app, predictor, batcher, limits)

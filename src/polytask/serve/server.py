@@ -68,7 +68,8 @@ def serve(
         from polytask.serve.app import create_app
     except ImportError as exc:
         raise PolytaskError(
-            f"serving needs FastAPI and uvicorn ({exc}); pip install fastapi uvicorn"
+            f"serving needs FastAPI, uvicorn and fastapi-offline ({exc}); "
+            "pip install fastapi uvicorn fastapi-offline"
         ) from None
     import torch
 
