@@ -106,6 +106,7 @@ def test_resume_restores_the_skipped_step_counter(
     assert state["step"] == 3 and state["skipped_steps"] == 1
     resumed = tmp_path / "resumed"
     shutil.copytree(out, resumed)
+    (resumed / "final_metrics.json").unlink()  # stopped after its checkpoint (finished: no-op)
     monkeypatch.undo()  # steps 4-6 were clean in the first run too
     again = train(cfg, resumed, resume=True, show_progress=False)
     assert again["skipped_steps"] == final["skipped_steps"] == 1

@@ -133,7 +133,8 @@ def test_overwrite_and_existing_directory(
 
     out, _ = run(tmp_path, tiny_encoder, task_files, max_steps=2)
     config = config_from_dict(base_config(tiny_encoder, task_files, max_steps=2))
-    with pytest.raises(RunDirError, match="already exists; pass --resume"):
+    finished = "already exists; it holds a finished run: pass --overwrite"
+    with pytest.raises(RunDirError, match=finished):
         train(config, out, show_progress=False)
     train(config, out, overwrite=True, show_progress=False)
 

@@ -36,11 +36,13 @@ def train(
         config_path = str(output / "config.yaml") if (output / "config.yaml").is_file() else None
     config = load_config(config_path, overrides)
     # imported after the config is checked: a bad config fails without loading torch & co.
-    from polytask.cli.tables import data_table, results_table
+    from polytask.cli.tables import data_lines, results_table
     from polytask.config.constructors import check_constructors
     from polytask.train import train as run_training
 
     check_constructors(config, config_path or "demo.yaml")  # before the encoder and data load
+    if resume and _complete(output, config.train.max_steps):
+        return
 
     final = run_training(
         config, output, resume=resume, overwrite=overwrite, show_progress=not quiet
@@ -48,7 +50,8 @@ def train(
     if not main_rank():  # under accelerate launch / torchrun: one table, from rank 0
         return
     out.print(results_table(final))
-    out.print(data_table(final))
+    for line in data_lines(final):
+        out.print(line, highlight=False)
     p = final["params"]
     out.print(
         f"parameters: total {p['total']:,}  shared {p['shared']:,}  trainable {p['trainable']:,}  "
@@ -58,6 +61,27 @@ def train(
         f"best step {final['best_step']} of {final['steps']}, {final['train_seconds']} s; "
         f"run directory: {output}"
     )
+
+
+def _complete(output: Path, max_steps: int) -> bool:
+    """Say so (and show its results) when ``--resume`` has nothing to do: the run in
+    ``output`` finished to ``max_steps`` or beyond."""
+    from polytask.cli.tables import results_table
+    from polytask.training.state import run_complete, trained_to
+
+    final = run_complete(output, max_steps)
+    if final is None:
+        return False
+    if main_rank():
+        target = trained_to(output)
+        out.print(results_table(final))
+        out.print(
+            f"{output}: the run is complete (trained to train.max_steps={target}, best step "
+            f"{final.get('best_step')} of {final.get('steps')}); nothing was trained or "
+            f"written. To train it further: --resume train.max_steps=N with N > {target}",
+            highlight=False,
+        )
+    return True
 
 
 def eval_(

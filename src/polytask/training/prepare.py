@@ -17,6 +17,7 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from polytask.checkpoint import META_FILE, read_meta
 from polytask.config.run import RunConfig, dump_config
 from polytask.data.batching import TaskStream
 from polytask.distributed import (
@@ -31,7 +32,7 @@ from polytask.samplers import build_sampler
 from polytask.training.end import BEST
 from polytask.training.runlog import truncate_after
 from polytask.training.setup import Setup, build_optimization
-from polytask.training.state import Resumable, TrainState, load_checkpoint
+from polytask.training.state import FINAL, Resumable, TrainState, load_checkpoint
 from polytask.training.tracking import TRACKING, Tracking, start_tracking
 
 
@@ -70,8 +71,10 @@ def prepare_training(
     accelerator: Accelerator,
     run_dir: Path,
     resume_from: Path | None,
+    extend: bool = False,
 ) -> Prepared:
-    """Prepare the built run for ``accelerator`` and start ``run_dir`` (or resume it)."""
+    """Prepare the built run for ``accelerator`` and start ``run_dir`` (or resume it;
+    ``extend``: a finished run trained further, to a higher ``max_steps``)."""
     tc = config.train
     methods = f"aggregator '{config.aggregator.name}' / weighting '{config.weighting.name}'"
     monitor_on = check_sharded_weights(
@@ -95,7 +98,7 @@ def prepare_training(
         streams=task_streams(config, setup, names, accelerator),
         objective=setup.objective,
     )
-    state = start_run_dir(run_dir, config, setup, resumable, resume_from, accelerator)
+    state = start_run_dir(run_dir, config, setup, resumable, resume_from, accelerator, extend)
     pad_id = int(setup.tokenizer.pad_token_id or 0)
     writes_checkpoints = not weights_sharded(accelerator)  # FSDP/DeepSpeed: none (docs)
     resolved, tasks = config.model_dump(mode="json"), setup.objective.tasks
@@ -133,22 +136,46 @@ def start_run_dir(
     resumable: Resumable,
     resume_from: Path | None,
     accelerator: Accelerator,
+    extend: bool = False,
 ) -> TrainState:
     """Restore ``resume_from`` (its log cut back to its step), or start ``run_dir`` afresh
-    with the resolved ``config.yaml``; returns the counters the loop starts from."""
+    with the resolved ``config.yaml``; returns the counters the loop starts from.
+
+    ``extend`` (a finished run, ``max_steps`` raised): the run goes on from its last
+    checkpoint, which may precede the end (steps after it are trained again, under the new
+    schedule); it is unfinished again (``final_metrics.json`` removed) and its
+    ``config.yaml`` is the new config, so a later ``--resume`` continues to the new end."""
     names = list(resumable.streams)
     main = bool(accelerator.is_main_process)
     state = TrainState(examples=dict.fromkeys(names, 0), updates=dict.fromkeys(names, 0))
     if resume_from is not None:
         state = load_checkpoint(resume_from, resumable, accelerator.process_index)
+        if extend:
+            adopt_saved_best(run_dir / BEST, state)
         if state.best is not None:  # the end of the run reloads the best model: check it now
             for weights in setup.model.saved_weight_files(run_dir / BEST):
                 check_weights(weights)
         if main:
             truncate_after(run_dir / "metrics.jsonl", state.step)
+        if main and extend:
+            (run_dir / "config.yaml").write_text(dump_config(config), "utf-8")
+            (run_dir / FINAL).unlink(missing_ok=True)
     elif main:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         (run_dir / "config.yaml").write_text(dump_config(config), "utf-8")
     return state
+
+
+def adopt_saved_best(folder: Path, state: TrainState) -> None:
+    """Make the best model ``folder`` holds the best of ``state`` when it was saved after
+    ``state``'s checkpoint: a finished run trained further replays those steps under a new
+    schedule, and may never score as well again, so the weights in ``folder`` stay the best
+    and the final report evaluates them (their validation metrics are measured again)."""
+    if not (folder / META_FILE).is_file():
+        return
+    meta = read_meta(folder)
+    step, score = meta.get("step"), meta.get("primary_metric")
+    if isinstance(step, int) and isinstance(score, int | float) and step > state.best_step:
+        state.best, state.best_step, state.best_validation = float(score), step, None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from polytask import checkpoint as ckpt
 from polytask.data.batching import TaskStream
@@ -21,6 +22,7 @@ from polytask.models import MultiTaskModel
 from polytask.samplers import Sampler
 
 CHECKPOINT = "checkpoint"
+FINAL = "final_metrics.json"
 
 
 @dataclass
@@ -54,20 +56,94 @@ class Resumable:
     objective: torch.nn.Module
 
 
+def trained_to(run_dir: Path) -> int | None:
+    """The ``train.max_steps`` a finished run (one with ``final_metrics.json``) trained to:
+    its saved ``config.yaml``'s (an early stop ends a run below it); None: not finished."""
+    final = run_dir / FINAL
+    if not final.is_file():
+        return None
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text("utf-8"))
+        target = saved["train"]["max_steps"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        target = None
+    if isinstance(target, int) and not isinstance(target, bool):
+        return target
+    return int(read_final(run_dir).get("steps", 0))
+
+
+def read_final(run_dir: Path) -> dict[str, Any]:
+    """``run_dir/final_metrics.json``, or a one-line :class:`RunDirError`."""
+    file = run_dir / FINAL
+    try:
+        final = json.loads(file.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{file}: unreadable ({first_line(exc)})") from None
+    if not isinstance(final, dict):
+        raise RunDirError(f"{file}: not a JSON object")
+    return final
+
+
+def run_complete(run_dir: Path, max_steps: int) -> dict[str, Any] | None:
+    """The ``final_metrics`` of ``run_dir`` if it finished training to ``max_steps`` or
+    more (resuming it has nothing to do), else None (unfinished, or ``max_steps`` raised)."""
+    target = trained_to(run_dir) if run_dir.is_dir() else None
+    if target is None or max_steps > target:
+        return None
+    return read_final(run_dir)
+
+
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Check the output folder; returns the checkpoint to resume from (if resuming)."""
+    """Check the output folder; returns the checkpoint to resume from (if resuming).
+
+    The refusals name the option that fits what ``out`` holds: a finished run, a checkpoint
+    to resume from, or a run stopped before its first checkpoint."""
+    found = ckpt.latest_complete(out / CHECKPOINT) if out.is_dir() else None
     if resume:
-        found = ckpt.latest_complete(out / CHECKPOINT) if out.is_dir() else None
         if found is None:
-            raise RunDirError(f"--resume: {out} has no complete checkpoint to resume from")
+            raise RunDirError(f"--resume: {_no_checkpoint(out)}")
         return found
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is not a directory; give a new or existing folder as --output")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunDirError(
-            f"{out} already exists; pass --resume to continue it or --overwrite to replace it"
-        )
+        raise RunDirError(f"{out} already exists; {_existing(out, found)}")
     return None
+
+
+def _no_checkpoint(out: Path) -> str:
+    if not out.exists():
+        return f"{out} does not exist; train without --resume to start it"
+    target = trained_to(out) if out.is_dir() else None
+    if target is not None:
+        return (
+            f"{out} finished (train.max_steps={target}) without a checkpoint to continue "
+            "from; pass --overwrite to train it again with the higher train.max_steps"
+        )
+    started = (out / "config.yaml").is_file()
+    return f"{out} has no complete checkpoint to resume from" + (
+        " (the run stopped before its first one); pass --overwrite to start it again"
+        if started
+        else "; train without --resume (or pass --overwrite) to start a run there"
+    )
+
+
+def _existing(out: Path, checkpoint: Path | None) -> str:
+    target = trained_to(out)
+    if target is not None:
+        more = (
+            f", or --resume train.max_steps=N (N > {target}) to train it further"
+            if checkpoint is not None
+            else ""
+        )
+        return f"it holds a finished run: pass --overwrite to replace it{more}"
+    if checkpoint is not None:
+        return "pass --resume to continue it or --overwrite to replace it"
+    if (out / "config.yaml").is_file():
+        return (
+            "its run stopped before its first checkpoint, so it cannot be resumed: pass "
+            "--overwrite to start it again"
+        )
+    return "pass --overwrite to replace it"
 
 
 def save_checkpoint(
