@@ -16,7 +16,7 @@ from polytask.training.prepare import open_accelerator, prepare_training
 from polytask.training.progress import TrainProgress
 from polytask.training.runlog import MetricsLog
 from polytask.training.setup import Setup, build, build_optimization
-from polytask.training.state import prepare_run_dir, save_checkpoint
+from polytask.training.state import prepare_run_dir, run_complete, save_checkpoint, trained_to
 from polytask.training.step import (
     TrainingError,
     count_step,
@@ -41,16 +41,22 @@ def train(
 ) -> dict[str, Any]:
     """Train a multi-task model; writes the run directory and returns ``final_metrics``.
 
+    ``resume`` of a run finished to ``max_steps``: its ``final_metrics``, nothing written; a
+    raised ``max_steps`` goes on (:func:`polytask.training.prepare.start_run_dir`).
+
     Runs unchanged under ``accelerate launch`` / ``torchrun`` (``docs/distributed.md``):
     every rank trains on its slice of each global batch and returns the same metrics; only
     the main process writes the run directory.
     """
     run_dir, tc = Path(output), config.train
     accelerator = open_accelerator(tc.mixed_precision, resume, tc.report_to, run_dir)
+    if resume and (done := run_complete(run_dir, tc.max_steps)) is not None:
+        return done  # finished to this max_steps already: nothing is trained or written
     resume_from = prepare_run_dir(run_dir, resume, overwrite)
+    extend = resume_from is not None and trained_to(run_dir) is not None  # max_steps raised
     with accelerator.local_main_process_first():  # one process per machine fills the cache
         setup = build(config)  # every input check happens here, before anything is written
-    run = prepare_training(config, setup, accelerator, run_dir, resume_from)
+    run = prepare_training(config, setup, accelerator, run_dir, resume_from, extend)
     model, resumable, state, specs = run.model, run.resumable, run.state, setup.specs
     optimizer, scheduler, pad_id = resumable.optimizer, resumable.scheduler, run.pad_id
     main = bool(accelerator.is_main_process)
