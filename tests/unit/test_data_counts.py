@@ -1,5 +1,5 @@
 """Rows a loader drops or masks are counted per split, never silent (issue 22 item 4):
-empty texts refused with file and line (or dropped with ``data.empty_texts: drop`` and
+empty texts refused with file and line (or, with ``data.empty_texts``, dropped or kept, and
 counted), rows without the label key and empty label cells counted apart; the counts reach
 ``final_metrics.json`` and the run's output, with a warning above 10 %."""
 
@@ -62,11 +62,32 @@ def test_empty_text_is_refused_naming_file_and_line(tmp_path: Path) -> None:
     assert "data.empty_texts: drop" in message and "\n" not in message
 
 
+def test_keep_trains_on_a_blank_string_and_counts_it(tmp_path: Path) -> None:
+    _, _, raw, counts = read_task(_task(tmp_path, _rows(), empty_texts="keep"), seed=0)
+    assert len(raw["train"]) == 10 and raw["train"]["text"][1] == " "
+    assert counts["train"]["empty_texts"] == 1 and counts["train"]["dropped"] == 0
+    rows = _rows()
+    rows[1]["text"] = None  # a null text has nothing to keep: still refused
+    with pytest.raises(DataError, match=r"line 2, column 'text': text is empty"):
+        read_task(_task(tmp_path, rows, empty_texts="keep"), seed=0)
+
+
+def test_a_bundled_dataset_keeps_its_empty_texts_unless_told() -> None:
+    """movie_snippets' train split has one empty text; the published numbers keep it."""
+    bundled = {"name": "m", "type": "classification", "data": {"bundled": "movie_snippets"}}
+    assert TaskConfig.model_validate(bundled).data.empty_texts == "keep"
+    bundled["data"] = {"bundled": "movie_snippets", "empty_texts": "error"}
+    assert TaskConfig.model_validate(bundled).data.empty_texts == "error"
+    files = {"train": "a.jsonl", "validation": "b.jsonl"}
+    assert TaskConfig.model_validate({**bundled, "data": files}).data.empty_texts == "error"
+
+
 def test_counts_tell_missing_key_from_empty_cell(tmp_path: Path) -> None:
     _, _, raw, counts = read_task(_task(tmp_path, _rows(), empty_texts="drop"), seed=0)
     assert counts["train"] == {
         "rows": 10,
         "empty_texts": 1,
+        "dropped": 1,
         "used": 9,
         "labelled": 6,
         "missing_label_key": 1,
@@ -114,7 +135,7 @@ def test_csv_empty_cells_and_texts(tmp_path: Path) -> None:
         }
     )
     _, _, _, counts = read_task(cfg, seed=0)
-    assert counts["train"]["empty_texts"] == 1 and counts["train"]["empty_label"] == 2
+    assert counts["train"]["dropped"] == 1 and counts["train"]["empty_label"] == 2
     assert counts["train"]["missing_label_key"] == 0  # a CSV row has every column
     with pytest.raises(DataError, match=r"train\.csv, row 3, column 'text': text is empty"):
         cfg.data.empty_texts = "error"
@@ -128,7 +149,9 @@ def test_lm_texts_refuse_or_drop_blank_rows(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"t\.jsonl, line 2, column 'text': text is empty"):
         _texts(cfg, "train", 0)
     cfg.data.empty_texts = "drop"
-    assert _texts(cfg, "train", 0) == (["a b", "c"], 3, 1)
+    assert _texts(cfg, "train", 0) == (["a b", "c"], 3, 1, 1)
+    cfg.data.empty_texts = "keep"  # nothing to predict in it: skipped after the subset
+    assert _texts(cfg, "train", 0) == (["a b", "c"], 3, 1, 1)
 
 
 def test_warning_threshold() -> None:
@@ -136,10 +159,10 @@ def test_warning_threshold() -> None:
     base = {"rows": 100, "used": 100, "missing_label_key": 0, "empty_label": 0}
     assert not flagged({**base, "empty_texts": 10})  # 10 %: not above
     assert flagged({**base, "empty_texts": 5, "empty_label": 6})  # 11 % together
-    lines = count_warnings("t", {"train": {**base, "empty_texts": 0, "missing_label_key": 11}})
-    assert lines == [
-        "t/train: 100 rows, 0 empty texts dropped, 11 without the label key, 0 empty labels "
-        "(masked), 100 used: more than 10% of the split dropped or unlabelled"
+    counts = {**base, "empty_texts": 0, "dropped": 0, "missing_label_key": 11}
+    assert count_warnings("t", {"train": counts}) == [
+        "t/train: 100 rows, 0 empty texts (0 dropped), 11 without the label key, 0 empty "
+        "labels (masked), 100 used: more than 10% of the split has an empty text or no label"
     ]
 
 
@@ -181,24 +204,26 @@ def test_cli_prints_the_counts_per_split(tmp_path: Path, tiny_encoder: Path) -> 
     config.write_text(yaml.safe_dump(cfg))
     result = forked_cli.run(["train", str(config), "-o", str(out), "--quiet"], env=env, timeout=300)
     assert result.returncode == 0, result.stderr
-    printed = [line for line in result.stdout.splitlines() if "│" in line]
-    table = [[c.strip() for c in line.split("│")[1:-1]] for line in printed]
-    rows = [r for r in table if len(r) == 7 and r[2].isdigit()]
-    assert rows == [
-        ["sent", "train!", "40", "2", "1", "2", "38"],
-        ["", "validation!", "20", "2", "1", "2", "18"],
-        ["", "test!", "20", "2", "1", "2", "18"],
-        ["reg", "train", "40", "1", "0", "2", "39"],
-        ["", "validation!", "20", "1", "0", "2", "19"],
-        ["", "test!", "20", "1", "0", "2", "19"],
+    printed = [line for line in result.stdout.splitlines() if line.startswith("data ")]
+    over = "  ! more than 10% of the split has an empty text or no label"
+    sent = "2 empty texts (2 dropped), 1 without the label key, 2 empty labels (masked)"
+    reg = "1 empty texts (1 dropped), 0 without the label key, 2 empty labels (masked)"
+    assert printed == [
+        f"data sent/train: 40 rows, {sent}, 38 used{over}",
+        f"data sent/validation: 20 rows, {sent}, 18 used{over}",
+        f"data sent/test: 20 rows, {sent}, 18 used{over}",
+        f"data reg/train: 40 rows, {reg}, 39 used",
+        f"data reg/validation: 20 rows, {reg}, 19 used{over}",
+        f"data reg/test: 20 rows, {reg}, 19 used{over}",
     ], result.stdout
-    assert "sent/validation: 20 rows, 2 empty texts dropped, 1 without the label key" in (
+    assert "sent/validation: 20 rows, 2 empty texts (2 dropped), 1 without the label key" in (
         result.stderr
     )
     final = json.loads((out / "final_metrics.json").read_text())
     assert final["data"]["sent"]["train"] == {
         "rows": 40,
         "empty_texts": 2,
+        "dropped": 2,
         "used": 38,
         "labelled": 35,
         "missing_label_key": 1,

@@ -34,26 +34,18 @@ def results_table(final: dict[str, Any]) -> Table:
     return table
 
 
-def data_table(final: dict[str, Any]) -> Table:
-    """Per task and split, the rows read, dropped (empty text) and masked (no label key,
-    empty label): ``final_metrics["data"]``; ``!`` marks a split above the warning share."""
-    from polytask.data.counts import EMPTY, NO_KEY, WARN_SHARE, flagged
+def data_lines(final: dict[str, Any]) -> list[str]:
+    """Per task and split, one line: the rows read, with an empty text (and how many were
+    dropped), masked (no label key, empty label) and used (``final_metrics["data"]``),
+    marked when above the warning share."""
+    from polytask.data.counts import WARN_SHARE, count_line, flagged
 
-    table = Table(
-        title="data (rows dropped or masked per split)",
-        caption=f"! more than {WARN_SHARE:.0%} of the split dropped or unlabelled",
-    )
-    columns = ("task", "split", "rows", "empty texts (dropped)", "no label key", "empty label")
-    for column in (*columns, "used"):
-        table.add_column(column, justify="left" if column in ("task", "split") else "right")
-    for task, splits in final.get("data", {}).items():
-        for i, (split, c) in enumerate(splits.items()):
-            table.add_row(
-                task if i == 0 else "",
-                split + ("!" if flagged(c) else ""),
-                *(str(c.get(k, 0)) for k in ("rows", "empty_texts", NO_KEY, EMPTY, "used")),
-            )
-    return table
+    mark = f"  ! more than {WARN_SHARE:.0%} of the split has an empty text or no label"
+    return [
+        "data " + count_line(task, split, c) + (mark if flagged(c) else "")
+        for task, splits in final.get("data", {}).items()
+        for split, c in splits.items()
+    ]
 
 
 def routing_table(routing: dict[str, Any], title: str = "routing") -> Table:

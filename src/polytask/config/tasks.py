@@ -57,12 +57,20 @@ class DataConfig(StrictModel):
     splits: DatasetSplits | None = None
     format: Literal["auto", "csv", "json", "parquet", "saved", "conll"] = "auto"
     encoding: str = "utf-8"
-    #: a row whose text is empty: refused (one line naming the file and line) or dropped and
-    #: counted in the run's output (polytask.data.counts)
-    empty_texts: Literal["error", "drop"] = "error"
+    #: a row whose text is empty: refused (one line naming the file and line), dropped, or
+    #: kept (a blank string trained on as it is); counted in the run's output either way
+    #: (polytask.data.counts). Default: error; keep for a bundled dataset (its published
+    #: numbers were measured on it as it is: movie_snippets' train split has one)
+    empty_texts: Literal["error", "drop", "keep"] = "error"
     max_train_examples: int | None = Field(default=None, gt=0)
     max_validation_examples: int | None = Field(default=None, gt=0)
     max_test_examples: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _bundled_keeps_empty_texts(self) -> DataConfig:
+        if self.bundled is not None and "empty_texts" not in self.model_fields_set:
+            self.empty_texts = "keep"
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

@@ -52,12 +52,12 @@ def load_instruction_data(
         raise DataError(f"task '{config.name}' has no {missing[0]} split")
     raw: dict[str, datasets.Dataset] = {}
     wheres: dict[str, Where] = {}
-    read: dict[str, tuple[int, int]] = {}  # rows in the file, dropped for an empty text
+    read: dict[str, tuple[int, int, int]] = {}  # rows in the file, empty texts, dropped
     for split in dict.fromkeys((*wanted, *(() if spec else ("train",)))):
         table = read_table(paths[split], (cols.text, cols.label), [cols.text, cols.label], split)
         rows = len(table)
-        table, dropped = drop_empty_texts(table, [cols.text], config.data.empty_texts)
-        read[split] = (rows, dropped)
+        table, empty, dropped = drop_empty_texts(table, [cols.text], config.data.empty_texts)
+        read[split] = (rows, empty, dropped)
         wheres[split] = table.where(cols.label)
         raw[split] = datasets.Dataset.from_dict(_checked(config, table))
     if spec is None:

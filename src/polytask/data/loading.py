@@ -153,15 +153,15 @@ def load_table_data(
 
 def read_task_table(
     config: TaskSource, split: str, path: SplitFile
-) -> tuple[Table, tuple[int, int]]:
+) -> tuple[Table, tuple[int, int, int]]:
     """One split of a classification, tagging or regression task: its text, text pair and
     label columns, every cell checked for type by the task type (nothing converted), with
-    the rows in the file and how many of them were dropped for an empty text."""
+    the rows in the file, how many had an empty text and how many of those were dropped."""
     ttype, cols = task_type(config.type), config.columns
     needed = [c for c in (cols.text, cols.text_pair, cols.label) if c is not None]
     table = read_table(path, (cols.text, cols.label), needed, split)
     rows = len(table)
-    table, dropped = drop_empty_texts(table, needed[:-1], config.data.empty_texts)
+    table, empty, dropped = drop_empty_texts(table, needed[:-1], config.data.empty_texts)
     for column in needed[:-1]:
         table.columns[column] = ttype.read_texts(config, table.columns[column], table.where(column))
     where = table.where(cols.label)
@@ -172,7 +172,7 @@ def read_task_table(
             f"{path}: column '{cols.label}' has no label in any row; the validation "
             "split is what the task is evaluated on"
         )
-    return table, (rows, dropped)
+    return table, (rows, empty, dropped)
 
 
 def encode_split(

@@ -42,9 +42,10 @@ def _as_text(value: Any, row: int, where: Where) -> str | None:
     return value if value is not None and value.strip() else None
 
 
-def _texts(config: TaskSource, split: str, seed: int) -> tuple[list[str], int, int] | None:
+def _texts(config: TaskSource, split: str, seed: int) -> tuple[list[str], int, int, int] | None:
     """The texts of one split of ``config``'s own data (None: it has no such split), the
-    rows of the file and how many were dropped for an empty text (``data.empty_texts``)."""
+    rows of the file, how many had an empty text and how many were dropped for one
+    (``data.empty_texts``; ``keep`` skips them after the subset: nothing to predict)."""
     data = config.data
     paths = split_paths(config) if (data.bundled or data.train or data.dataset) else {}
     if split not in paths:
@@ -53,12 +54,14 @@ def _texts(config: TaskSource, split: str, seed: int) -> tuple[list[str], int, i
     limit = getattr(config.data, f"max_{split}_examples")
     table = read_table(paths[split], (column, config.columns.label), [column], split)
     rows = len(table)
-    table, dropped = drop_empty_texts(table, [column], config.data.empty_texts)
+    table, empty, dropped = drop_empty_texts(table, [column], config.data.empty_texts)
     where = table.where(column)
     texts = [_as_text(v, i, where) for i, v in enumerate(table.columns[column])]
     # the subset is drawn as the task's own loader draws it (a dataset of the same length)
     ds = _limit(datasets.Dataset.from_dict({"row": list(range(len(texts)))}), limit, seed)
-    return [t for t in (texts[i] for i in ds["row"]) if t is not None], rows, dropped
+    subset = [texts[i] for i in ds["row"]]
+    kept = [t for t in subset if t is not None]
+    return kept, rows, empty, dropped + len(subset) - len(kept)
 
 
 def load_text_data(
@@ -86,14 +89,14 @@ def load_text_data(
             if split == "test" and only is None:
                 continue
             raise DataError(f"task '{config.name}' has no {split} split")
-        texts = [t for part, _, _ in parts for t in part]
+        texts = [t for part, *_ in parts for t in part]
         if not texts:
             raise DataError(f"task '{config.name}': the {split} split has no text")
         ds = datasets.Dataset.from_dict({"text": texts})
         own_limit = getattr(config.data, f"max_{split}_examples")
         splits[split] = _tokenize(_limit(ds, own_limit, seed), tokenizer, max_length)
-        rows, dropped = sum(p[1] for p in parts), sum(p[2] for p in parts)
-        counts[split] = split_counts(rows, dropped, [LABELLED] * len(splits[split]))
+        rows, empty, dropped = (sum(p[i] for p in parts) for i in (1, 2, 3))
+        counts[split] = split_counts(rows, empty, dropped, [LABELLED] * len(splits[split]))
     if spec is None:
         spec = ttype.fit_spec(config, [], lambda i: config.name)
     return TaskData(spec=ttype.bind_tokenizer(spec, tokenizer), splits=splits, counts=counts)
