@@ -1,6 +1,6 @@
 """Configured = applied for ``lora``: every weighting and every aggregator in each sampler
-mode (1, 2 or all 3 tasks per step) on per-task LoRA adapters plus a shared adapter is refused at load or
-trains through the loop's own step with the update of the hand reference of
+mode (1, 2 or all 3 tasks per step) on per-task LoRA adapters plus a shared adapter is
+refused at load or trains through the loop's own step with the update of the hand reference of
 :mod:`tests.unit.test_applied` (one ``autograd.grad`` per task; the Gramian of the shared
 adapter's gradients). Without the shared adapter (frozen encoder) nothing shared trains, and
 only the methods that need no per-task gradients load."""
