@@ -95,7 +95,8 @@ def load_text_data(
         ds = datasets.Dataset.from_dict({"text": texts})
         own_limit = getattr(config.data, f"max_{split}_examples")
         splits[split] = _tokenize(_limit(ds, own_limit, seed), tokenizer, max_length)
-        rows, empty, dropped = (sum(p[i] for p in parts) for i in (1, 2, 3))
+        rows, empty = sum(p[1] for p in parts), sum(p[2] for p in parts)
+        dropped = sum(p[3] for p in parts)
         counts[split] = split_counts(rows, empty, dropped, [LABELLED] * len(splits[split]))
     if spec is None:
         spec = ttype.fit_spec(config, [], lambda i: config.name)
