@@ -37,7 +37,8 @@ out = {}
 for task, job in jobs.items():
     token = job["level"] == "token"
     auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
-    model, info = auto.from_pretrained(job["dir"], trust_remote_code=True, output_loading_info=True)
+    model, info = auto.from_pretrained(job["dir"], trust_remote_code=job["remote"],
+                                       output_loading_info=True)
     assert not any(info.values()), info  # every tensor in the file, none missing
     model.eval()
     tok = AutoTokenizer.from_pretrained(job["dir"])
@@ -156,9 +157,10 @@ def export_and_load(model: Path, tmp: Path) -> dict[str, Any]:
             timeout=300,
         )
         assert result.returncode == 0, result.stderr
-        assert "trust_remote_code=True" in result.stdout
+        remote = (folder / "modeling_polytask.py").is_file()
+        assert ("trust_remote_code=True" in result.stdout) == remote
         level = "token" if task == "tags" else "sequence"
-        jobs[task] = {"dir": str(folder), "inputs": inputs(task), "level": level}
+        jobs[task] = {"dir": str(folder), "inputs": inputs(task), "level": level, "remote": remote}
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
@@ -175,8 +177,9 @@ def export_and_load(model: Path, tmp: Path) -> dict[str, Any]:
     return loaded
 
 
-def max_diffs(model: Path, tmp: Path) -> dict[str, float]:
-    """Compare every exported task with ``polytask predict`` and the model's logits."""
+def max_diffs(model: Path, tmp: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """Compare every exported task with ``polytask predict`` and the model's logits;
+    returns the largest |logit diff| and the class each task loaded as."""
     loaded = export_and_load(model, tmp)
     diffs = {}
     for task in TASKS:
@@ -214,16 +217,32 @@ def max_diffs(model: Path, tmp: Path) -> dict[str, float]:
         "tags": None,
     }
     assert loaded["tags"]["class"] == "PolytaskForTokenClassification"
-    return diffs
+    return diffs, {task: loaded[task]["class"] for task in TASKS}
 
 
 def test_hard_sharing_exports_every_task_type(served_model: Path, tmp_path: Path) -> None:
-    diffs = max_diffs(served_model, tmp_path)
+    diffs, classes = max_diffs(served_model, tmp_path)
     print("max |logit diff| hard:", diffs)
+    assert set(classes.values()) == {
+        "PolytaskForSequenceClassification",
+        "PolytaskForTokenClassification",
+    }  # mean pooling: no stock class computes it
 
 
-def lora_folder(encoder_dir: Path, out: Path) -> Path:
-    """A lora model (a shared adapter too) with random adapters and heads, saved."""
+def test_cls_pooling_exports_sequence_tasks_as_electra(tiny_encoder: Path, tmp_path: Path) -> None:
+    """[CLS]-pooled sequence tasks load as the stock ElectraForSequenceClassification,
+    without remote code (tagging keeps polytask's modeling file: a token classifier of
+    transformers is one linear layer)."""
+    model = saved_folder(tiny_encoder, tmp_path / "cls", "hard", pooling="cls")
+    diffs, classes = max_diffs(model, tmp_path)
+    print("max |logit diff| hard, cls pooling:", diffs)
+    for task in ("sent", "nli", "topics", "reg"):
+        assert classes[task] == "ElectraForSequenceClassification"
+        assert not (tmp_path / f"export-{task}" / "modeling_polytask.py").exists()
+
+
+def saved_folder(encoder_dir: Path, out: Path, arch: str, **kwargs: Any) -> Path:
+    """``arch`` on the tiny encoder with random heads (and LoRA adapters), saved."""
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
@@ -232,7 +251,7 @@ def lora_folder(encoder_dir: Path, out: Path) -> Path:
         encoder = AutoModel.from_pretrained(str(encoder_dir))
         # no mlm task: lora's load_weights reports its tied decoder missing (a lora bug)
         tasks = [s for s in specs(len(tokenizer), 0) if s.type != "lm"]
-        model = ARCHITECTURES.get("lora")(encoder, tasks, r=4, shared_adapter=True)
+        model = ARCHITECTURES.get(arch)(encoder, tasks, **kwargs)
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "lora_" in name or not name.startswith("encoder."):
@@ -244,8 +263,8 @@ def lora_folder(encoder_dir: Path, out: Path) -> Path:
 
 
 def test_lora_exports_with_its_adapters_merged(tiny_encoder: Path, tmp_path: Path) -> None:
-    model = lora_folder(tiny_encoder, tmp_path / "lora")
-    diffs = max_diffs(model, tmp_path)
+    model = saved_folder(tiny_encoder, tmp_path / "lora", "lora", r=4, shared_adapter=True)
+    diffs, _ = max_diffs(model, tmp_path)
     print("max |logit diff| lora:", diffs)
 
 

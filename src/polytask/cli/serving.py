@@ -124,22 +124,11 @@ def export(
     from polytask.predict.export import export_task
 
     written = export_task(run_dir, task, output)
-    ((auto, _),) = written["auto_class"].items()
-    out.print(f"wrote {output}: {auto}.from_pretrained({str(output)!r}, trust_remote_code=True)")
-
-
-def export(
-    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `polytask train`")],
-    task: Annotated[str, typer.Option("--task", "-t", help="the task to export")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write")],
-) -> None:
-    """Write one task as a folder transformers loads (AutoModelFor...Classification,
-    trust_remote_code=True): tokenizer, config with id2label, safetensors weights."""
-    from polytask.predict.export import export_task
-
-    written = export_task(run_dir, task, output)
-    ((auto, _),) = written["auto_class"].items()
-    out.print(f"wrote {output}: {auto}.from_pretrained({str(output)!r}, trust_remote_code=True)")
+    remote = ", trust_remote_code=True" if written["remote_code"] else ""
+    out.print(
+        f"wrote {output} ({written['class']}): "
+        f"{written['auto_class']}.from_pretrained({str(output)!r}{remote})"
+    )
 
 
 def serve(

@@ -28,6 +28,7 @@ from torch import nn
 
 from polytask.checkpoint import read_meta, write_folder
 from polytask.errors import PolytaskError
+from polytask.predict import export_native
 from polytask.predict.predictor import Predictor, model_folder
 from polytask.tasks import TaskSpec, task_type
 
@@ -58,11 +59,7 @@ def export_task(run_dir: str | Path, task: str, out: str | Path) -> dict[str, An
         )
     model: Any = predictor.model  # hard or lora: .encoder, .heads, .pooling (.active)
     encoder = _merged_encoder(model, task) if arch == "lora" else model.encoder
-    head = model.heads[task].net
-    level = task_type(spec.type).level
-    config = _config(encoder, spec, head, str(getattr(model, "pooling", "mean")), level)
-    weights = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-    weights.update(_head_weights(head, spec))
+    config, weights, modeling = _build(encoder, spec, model.heads[task].net, model.pooling)
     tokenizer = copy.deepcopy(predictor.tokenizer)
     tokenizer.model_max_length = predictor.task_lengths.get(task, predictor.max_length)
 
@@ -74,10 +71,36 @@ def export_task(run_dir: str | Path, task: str, out: str | Path) -> dict[str, An
         )
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tokenizer.save_pretrained(str(tmp))
-        (tmp / f"{MODELING}.py").write_text(_modeling_source(encoder), encoding="utf-8")
+        if modeling is not None:
+            (tmp / f"{MODELING}.py").write_text(modeling, encoding="utf-8")
 
     write_folder(Path(out), fill)
-    return {"task": task, "auto_class": config["auto_map"], "problem_type": config["problem_type"]}
+    auto = "AutoModelForTokenClassification" if spec.type == "tagging" else _AUTO["sequence"][0]
+    return {
+        "task": task,
+        "auto_class": auto,
+        "class": config["architectures"][0],
+        "remote_code": modeling is not None,
+        "problem_type": config["problem_type"],
+    }
+
+
+def _build(
+    encoder: nn.Module, spec: TaskSpec, head: nn.Sequential, pooling: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], str | None]:
+    """``config.json``, the weights and the modeling file (None: a stock class): ELECTRA's
+    classifier where the head fits it (:mod:`export_native`), else polytask's own."""
+    level = task_type(spec.type).level
+    config = _config(encoder, spec, head, pooling, level)
+    head_weights = _head_weights(head, spec)
+    if export_native.fits(encoder, level, pooling, config["polytask_head_inner"]):
+        keys = ("id2label", "label2id", "problem_type")
+        task = {k: config[k] for k in keys} | {"dropout": config["polytask_head_dropout"]}
+        native, weights = export_native.electra(encoder, head_weights, task)
+        return native, weights, None
+    weights = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    weights.update(head_weights)
+    return config, weights, _modeling_source(encoder)
 
 
 def _config(
