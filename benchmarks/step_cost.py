@@ -9,7 +9,9 @@ A step is forward + backward (+ aggregation and writing ``.grad``), no optimiser
 
 * ``equal``: one backward of ``Σ_t L_t`` — the denominator of every ratio;
 * ``polytask-segments`` / ``polytask-exact`` / ``polytask-representation``: polytask's
-  engine (:class:`polytask.autograd.engine.PerTaskGradients`) with every registered aggregator;
+  engine (:class:`polytask.autograd.engine.PerTaskGradients`) with every registered aggregator
+  (the two-batch ones, MoDo and SDMGrad, with the second batch the loop draws for them: two
+  forwards and two per-task backwards a step);
   ``aggregate_ms`` is the median time of the aggregator's own maths (its solver) per step;
 * ``polytask-weighting``: polytask's :class:`polytask.objective.Objective` with every
   registered loss weighting (``sum`` aggregator), as the training loop runs it — FAMO
@@ -142,6 +144,12 @@ def _polytask(
                 continue
 
         spent = solver_s.setdefault(name, [])
+        if AGGREGATORS is not None and getattr(built, "needs_two_batches", False):
+            if single == "representation":  # refused there: no per-task parameter gradients
+                notes.append(f"{name}: needs two batches, not run on the representation")
+                continue
+            steps[name] = _two_batch_step(engine, model, batch, agg, spent)
+            continue
 
         def step(agg: Any = agg, spent: list[float] = spent, matrix: bool = matrix) -> None:
             with engine.capture(batch[2]):
@@ -158,6 +166,40 @@ def _polytask(
 
         steps[name] = step
     return steps
+
+
+def _two_batch_step(engine: Any, model: Any, batch: Any, agg: Any, spent: list[float]) -> Step:
+    """MoDo / SDMGrad as the loop runs them: the first batch's forward and per-task backward,
+    a second batch of the same layout (other random rows: the sampler's second draw), its
+    forward and per-task backward, the cross-Gramian and the update
+    (:func:`polytask.autograd.two_batch.two_batch_backward`)."""
+    import torch
+
+    from polytask.autograd.two_batch import SecondBatch, two_batch_backward
+
+    ids, mask, segments, labels = batch
+    gen = torch.Generator().manual_seed(1)
+    other = (
+        torch.randint(1000, int(ids.max()) + 1, ids.shape, generator=gen) * mask,
+        mask,
+        segments,
+        {t: torch.randint(0, 3, v.shape, generator=gen) for t, v in labels.items()},
+    )
+
+    def timed(gramian: Any) -> Any:
+        start = time.perf_counter()
+        weights = agg(gramian)
+        spent.append(time.perf_counter() - start)
+        return weights
+
+    def step() -> None:
+        with engine.capture(segments):
+            first = _losses(model, batch)
+        second = SecondBatch(segments, lambda: _losses(model, other))
+        scale = torch.ones(len(first))
+        two_batch_backward(engine, first, second, scale, timed)
+
+    return step
 
 
 def _weighting(model: Any, batch: Any, n_tasks: int) -> dict[str, Step]:
