@@ -169,3 +169,17 @@ def test_run_with_a_checkpoint_advises_resume(finished: dict[str, Any], tmp_path
     assert "pass --resume to continue it or --overwrite to replace it" in line, line
     result = polytask("train", "-o", "run", "--resume", "--quiet", cwd=tmp_path)
     assert result.returncode == 0 and "of 12" in result.stdout, result.stderr
+
+
+def test_library_resume_of_a_finished_run_returns_its_metrics(
+    finished: dict[str, Any], tmp_path: Path
+) -> None:
+    """``train(..., resume=True)`` (the API the CLI and compare call) trains nothing either."""
+    from polytask.config.run import load_config
+    from polytask.train import train
+
+    run = copy_run(finished, tmp_path)
+    before = digest(run)
+    final = train(load_config(str(run / "config.yaml")), run, resume=True, show_progress=False)
+    assert final == json.loads((run / "final_metrics.json").read_text())
+    assert digest(run) == before
