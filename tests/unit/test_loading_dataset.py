@@ -268,3 +268,17 @@ def test_cli_names_the_task_and_field_in_one_line(
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert len(lines) == 1 and "task 'sent': data.splits.validation: " in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+def test_lm_task_reads_its_texts_from_a_dataset(tmp_path: Path, tokenizer: Any) -> None:
+    folder = hub_folder(tmp_path / "hub")
+    cfg = TaskConfig.model_validate(
+        {
+            "name": "mlm",
+            "type": "lm",
+            "data": {"dataset": str(folder)},
+            "columns": {"text": "sentence"},
+        }
+    )
+    data = load_task_data(cfg, tokenizer, 16, 0)
+    assert len(data.splits["train"]) == len(TRAIN) and len(data.splits["validation"]) == len(VALID)
