@@ -119,8 +119,8 @@ def export(
     task: Annotated[str, typer.Option("--task", "-t", help="the task to export")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write")],
 ) -> None:
-    """Write one task as a folder transformers loads (AutoModelFor...Classification,
-    trust_remote_code=True): tokenizer, config with id2label, safetensors weights."""
+    """Write one task as a folder transformers loads (AutoModelFor...Classification; hard
+    and lora runs): tokenizer, config with id2label, safetensors weights (docs/export.md)."""
     from polytask.predict.export import export_task
 
     written = export_task(run_dir, task, output)
