@@ -32,7 +32,9 @@ KINDS = ("random", "conflicting", "low_rank")
 EXTRA_ARGS: dict[str, Any] = {}
 
 
-def _gramian(kind: str, n_tasks: int, seed: int) -> Any:
+def _gramian(kind: str, n_tasks: int, seed: int, cross: bool = False) -> Any:
+    """``G Gᵀ`` of ``T`` random 256-dimensional gradients of the ``kind``; ``cross``: the
+    two-batch methods' ``G₁ G₂ᵀ``, with ``G₂`` another noisy batch of the same gradients."""
     import torch
 
     g = torch.Generator().manual_seed(seed * 7919 + n_tasks)
@@ -45,6 +47,8 @@ def _gramian(kind: str, n_tasks: int, seed: int) -> Any:
         if kind == "conflicting":
             half = n_tasks // 2
             m[half:] = -0.8 * m[: n_tasks - half] + 0.3 * m[half:]
+    if cross:
+        return m @ (m + 0.5 * torch.randn(m.shape, generator=g, dtype=torch.float64)).T
     return m @ m.T
 
 
@@ -53,8 +57,7 @@ def _skip_reason(cls: type) -> str | None:
     if getattr(cls, "gramian_free", False):
         return "gramian_free: no solver (one plain backward)"
     for flag, reason in (
-        ("needs_matrix", "needs the gradient matrix, not a Gramian"),
-        ("needs_two_batches", "needs two batches' Gramians"),
+        ("needs_matrix", "works on the [T, P] gradient matrix, O(T·P): see step_cost"),
     ):
         if getattr(cls, flag, False):
             return reason
@@ -67,11 +70,12 @@ def _time_method(cls: type, n_tasks: int, calls: int, warmup: int) -> dict[str, 
     per_kind: dict[str, float] = {}
     all_calls: list[float] = []
     losses = torch.linspace(0.5, 2.0, n_tasks, dtype=torch.float64)
+    cross = bool(getattr(cls, "needs_two_batches", False))
     for k, kind in enumerate(KINDS):
         method = cls(n_tasks=n_tasks, **EXTRA_ARGS.get(cls.__name__, {}))
         spent: list[float] = []
         for i in range(warmup + calls):
-            gramian = _gramian(kind, n_tasks, seed=k * 100_000 + i)
+            gramian = _gramian(kind, n_tasks, seed=k * 100_000 + i, cross=cross)
             start = time.perf_counter()
             method.weights(gramian, losses)
             if i >= warmup:
