@@ -191,6 +191,34 @@ def test_save_reload_predicts_identically(tmp_path: Path, tiny_encoder: Path, sh
     assert compare(fresh.eval(), predictor, tokenizer) > 1e-3
 
 
+def test_a_tied_mlm_head_saves_once_and_reloads(tmp_path: Path, tiny_encoder: Path) -> None:
+    """An ``lm`` task's decoder is the word-embedding matrix: saved once, tied again on load
+    (the reload raised "missing heads.mlm.decoder.weight" before)."""
+    encoder = AutoModel.from_pretrained(str(tiny_encoder))
+    vocab = int(encoder.config.vocab_size)
+    tasks = [
+        TaskSpec(name="sent", type="classification", labels=["neg", "pos"]),
+        TaskSpec(name="mlm", type="lm", options={"vocab_size": vocab}),
+    ]
+    torch.manual_seed(0)
+    model = LoraPerTask(encoder, tasks, r=2, shared_adapter=True).eval()
+    perturb(model, seed=3)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    model.save_weights(folder)
+    torch.manual_seed(1)
+    fresh = LoraPerTask(
+        AutoModel.from_pretrained(str(tiny_encoder)), tasks, r=2, shared_adapter=True
+    )
+    fresh.load_weights(folder)
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), fresh.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    decoder = fresh.heads["mlm"].decoder.weight
+    assert decoder is fresh.encoder.get_input_embeddings().weight
+
+
 def test_a_saved_adapter_loads_in_plain_peft(tmp_path: Path, tiny_encoder: Path) -> None:
     """``adapters/<task>`` is a PEFT adapter: PeftModel on the pretrained encoder gives the
     encoder states of that task's rows."""

@@ -210,7 +210,10 @@ class LoraPerTask(HardSharing):
                 raise RunDirError(f"{path}: adapter does not match the model {unexpected[:3]}")
             covered |= {n for n, _ in params}
         missing, unexpected = self.load_state_dict(rest, strict=False)
-        missing = [k for k in missing if k not in covered]
+        # a tied tensor (the MLM decoder is the word embeddings) was saved under one name
+        state = self.state_dict(keep_vars=True)
+        loaded = {id(state[k]) for k in rest if k in state}
+        missing = [k for k in missing if k not in covered and id(state[k]) not in loaded]
         if missing or unexpected:
             raise RunDirError(
                 f"{folder}: weights do not match the model "
