@@ -68,6 +68,15 @@ json.dump(out, open(sys.argv[2], "w"))
 """
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _shown(run: str | Path) -> str:
+    """The run as the written command shows it: repo-relative, else ``RUN`` (no machine paths)."""
+    path = Path(run).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else "RUN"
+
+
 def task_inputs(run: Path, n: int) -> dict[str, tuple[str, list[Any]]]:
     """Each served task's type and the first ``n`` inputs of its validation split."""
     from polytask.config.run import load_config
@@ -191,7 +200,9 @@ def main() -> None:
         tasks[task] = compare(predictor, task, texts, loaded[task]["logits"])
         tasks[task].update({k: loaded[task][k] for k in ("class", "remote_code", "problem_type")})
     result = {
-        "command": f"python benchmarks/export_parity.py {args.run} -o {args.output} --n {args.n}",
+        "command": (
+            f"python benchmarks/export_parity.py {_shown(args.run)} -o {args.output} --n {args.n}"
+        ),
         "architecture": predictor.architecture,
         "loaded_with": "a fresh python with transformers only (polytask never imported); "
         "trust_remote_code=True where the folder has modeling_polytask.py",

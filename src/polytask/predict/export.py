@@ -31,6 +31,7 @@ from polytask.errors import PolytaskError
 from polytask.predict import export_native
 from polytask.predict.predictor import Predictor, model_folder
 from polytask.tasks import TaskSpec, task_type
+from polytask.tasks.base import ExportForm
 
 #: architectures whose task is one encoder and one head (lora: after merging its adapters)
 EXPORTABLE = ("hard", "lora")
@@ -52,14 +53,15 @@ def export_task(run_dir: str | Path, task: str, out: str | Path) -> dict[str, An
         )
     predictor = Predictor(run_dir)
     spec = predictor.specs[task] if task in predictor.specs else predictor.spec(task)
-    if spec.auxiliary or spec.type not in ("classification", "regression", "tagging"):
+    form = task_type(spec.type).export_form(spec)
+    if spec.auxiliary or form is None:
         raise PolytaskError(
             f"task '{task}' ({spec.type}{', auxiliary' if spec.auxiliary else ''}) cannot "
             "export: only served classification, regression and tagging tasks can"
         )
     model: Any = predictor.model  # hard or lora: .encoder, .heads, .pooling (.active)
     encoder = _merged_encoder(model, task) if arch == "lora" else model.encoder
-    config, weights, modeling = _build(encoder, spec, model.heads[task].net, model.pooling)
+    config, weights, modeling = _build(encoder, spec, form, model.heads[task].net, model.pooling)
     tokenizer = copy.deepcopy(predictor.tokenizer)
     tokenizer.model_max_length = predictor.task_lengths.get(task, predictor.max_length)
 
@@ -75,7 +77,7 @@ def export_task(run_dir: str | Path, task: str, out: str | Path) -> dict[str, An
             (tmp / f"{MODELING}.py").write_text(modeling, encoding="utf-8")
 
     write_folder(Path(out), fill)
-    auto = "AutoModelForTokenClassification" if spec.type == "tagging" else _AUTO["sequence"][0]
+    auto = _AUTO[task_type(spec.type).level][0]
     return {
         "task": task,
         "auto_class": auto,
@@ -86,13 +88,13 @@ def export_task(run_dir: str | Path, task: str, out: str | Path) -> dict[str, An
 
 
 def _build(
-    encoder: nn.Module, spec: TaskSpec, head: nn.Sequential, pooling: str
+    encoder: nn.Module, spec: TaskSpec, form: ExportForm, head: nn.Sequential, pooling: str
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], str | None]:
     """``config.json``, the weights and the modeling file (None: a stock class): ELECTRA's
     classifier where the head fits it (:mod:`export_native`), else polytask's own."""
     level = task_type(spec.type).level
-    config = _config(encoder, spec, head, pooling, level)
-    head_weights = _head_weights(head, spec)
+    config = _config(encoder, spec, form, head, pooling, level)
+    head_weights = _head_weights(head, form)
     if export_native.fits(encoder, level, pooling, config["polytask_head_inner"]):
         keys = ("id2label", "label2id", "problem_type")
         task = {k: config[k] for k in keys} | {"dropout": config["polytask_head_dropout"]}
@@ -104,18 +106,15 @@ def _build(
 
 
 def _config(
-    encoder: nn.Module, spec: TaskSpec, head: nn.Sequential, pooling: str, level: str
+    encoder: nn.Module,
+    spec: TaskSpec,
+    form: ExportForm,
+    head: nn.Sequential,
+    pooling: str,
+    level: str,
 ) -> dict[str, Any]:
     """The encoder's config as ``config.json``, with the task's labels and head."""
-    labels = ["value"] if spec.type == "regression" else list(spec.labels)
-    if spec.type == "regression":
-        problem = "regression"
-    elif spec.type == "classification":
-        problem = (
-            "multi_label_classification" if spec.multi_label else "single_label_classification"
-        )
-    else:
-        problem = None
+    labels, problem = list(form.labels), form.problem_type
     auto, cls = _AUTO[level]
     dropout, first = head[0], head[1]
     assert isinstance(dropout, nn.Dropout) and isinstance(first, nn.Linear)
@@ -137,15 +136,15 @@ def _config(
     return config
 
 
-def _head_weights(head: nn.Sequential, spec: TaskSpec) -> dict[str, torch.Tensor]:
-    """The head's tensors as ``head.N.*``; regression's last layer maps to the targets'
-    units (``y = std * z + mean``: the weight times std, the bias times std plus mean)."""
+def _head_weights(head: nn.Sequential, form: ExportForm) -> dict[str, torch.Tensor]:
+    """The head's tensors as ``head.N.*``; the task's output map folded into the last layer
+    (regression: ``y = std * z + mean``, the weight times std, the bias times std plus mean)."""
     out = {f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()}
-    if spec.type == "regression":
-        std, mean = float(spec.target_std or 1.0), float(spec.target_mean or 0.0)
+    if (form.scale, form.shift) != (1.0, 0.0):
         last = len(head) - 1
-        out[f"head.{last}.weight"] = out[f"head.{last}.weight"].double().mul(std).float()
-        out[f"head.{last}.bias"] = out[f"head.{last}.bias"].double().mul(std).add(mean).float()
+        weight, bias = out[f"head.{last}.weight"].double(), out[f"head.{last}.bias"].double()
+        out[f"head.{last}.weight"] = weight.mul(form.scale).float()
+        out[f"head.{last}.bias"] = bias.mul(form.scale).add(form.shift).float()
     return out
 
 

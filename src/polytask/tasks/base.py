@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -41,6 +42,18 @@ __all__ = [
     "row_of",
     "task_type",
 ]
+
+
+@dataclass(frozen=True)
+class ExportForm:
+    """A task as ``transformers`` writes a classifier: ``labels`` (``id2label``), its
+    ``problem_type`` (None for token classification) and ``y = scale · z + shift`` from the
+    head's output ``z`` (regression: the training std and mean)."""
+
+    labels: tuple[str, ...]
+    problem_type: str | None
+    scale: float = 1.0
+    shift: float = 0.0
 
 
 class TaskType(ABC):
@@ -201,6 +214,12 @@ class TaskType(ABC):
         predictor (a constant has no correlation). Classification: ``majority_accuracy``;
         regression: the training mean's ``mean_rmse``. Default: none."""
         return {}
+
+    def export_form(self, spec: TaskSpec) -> ExportForm | None:
+        """How ``polytask export`` writes the task as a plain ``transformers`` classifier:
+        its output names, ``problem_type`` and the affine map from the head's output to the
+        task's units. Default None: the task cannot be exported (lm, instruction)."""
+        return None
 
     def higher_is_better(self, metric: str) -> bool:
         """Direction of one of this type's metrics (from :attr:`lower_is_better`)."""

@@ -13,6 +13,7 @@ from polytask.errors import DataError
 from polytask.tasks.base import (
     IGNORE_INDEX,
     TASK_TYPES,
+    ExportForm,
     TaskOptions,
     TaskSpec,
     TaskType,
@@ -105,6 +106,10 @@ class Classification(TaskType):
     """
 
     primary_metric: ClassVar[str] = "accuracy"
+
+    def export_form(self, spec: TaskSpec) -> ExportForm:
+        problem = "multi_label" if spec.multi_label else "single_label"
+        return ExportForm(tuple(spec.labels), f"{problem}_classification")
 
     def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         if config.labels is not None:

@@ -13,6 +13,7 @@ import torch
 from polytask.errors import DataError
 from polytask.tasks.base import (
     TASK_TYPES,
+    ExportForm,
     TaskOptions,
     TaskSpec,
     TaskType,
@@ -60,6 +61,11 @@ class Regression(TaskType):
 
     primary_metric: ClassVar[str] = "pearson"
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "rmse"})
+
+    def export_form(self, spec: TaskSpec) -> ExportForm:
+        # the head predicts standardised targets: y = std · z + mean in the targets' units
+        std, mean = float(spec.target_std or 1.0), float(spec.target_mean or 0.0)
+        return ExportForm(("value",), "regression", std, mean)
 
     def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         values = np.asarray(

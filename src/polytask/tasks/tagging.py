@@ -12,6 +12,7 @@ from polytask.errors import DataError
 from polytask.tasks.base import (
     IGNORE_INDEX,
     TASK_TYPES,
+    ExportForm,
     InputForm,
     TaskOptions,
     TaskSpec,
@@ -50,6 +51,9 @@ class Tagging(TaskType):
     level: ClassVar[Literal["sequence", "token"]] = "token"
     primary_metric: ClassVar[str] = "f1"
     extra_columns: ClassVar[tuple[str, ...]] = ("word_starts", "n_words", "word_labels")
+
+    def export_form(self, spec: TaskSpec) -> ExportForm:
+        return ExportForm(tuple(spec.labels), None)
 
     def fit_spec(self, config: TaskOptions, train_values: Sequence[Any], where: Where) -> TaskSpec:
         if config.labels is not None:
