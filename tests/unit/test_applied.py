@@ -229,9 +229,7 @@ def _matrix_reference(
         offset += p.numel()
     for k, p in enumerate(params):
         if id(p) not in expected:
-            expected[id(p)] = sum(
-                (g[k] for g in grads if g[k] is not None), torch.zeros_like(p)
-            )
+            expected[id(p)] = sum((g[k] for g in grads if g[k] is not None), torch.zeros_like(p))
     return expected, c if agg.weights_are_coefficients else None
 
 
@@ -361,12 +359,20 @@ def test_configured_method_is_applied_or_refused(
         ), message
         assert arch != "shared" or mode != "all", f"every pair applies there: {message}"
         return
+    assert_applied(*setups[arch], config, mode, weighting, aggregator)
+
+
+def assert_applied(
+    setup: Setup, initial: dict, config: RunConfig, mode: str, weighting: str, aggregator: str
+) -> None:
+    """Steps ``config`` through the loop (a two-batch aggregator with its second batch, each
+    step checked against the hand reference) and asserts the method's effect shows: weights
+    other than 1 unless it is equal weighting, coefficients other than 1 unless it is the
+    plain sum, all finite."""
     if AGGREGATORS.get(aggregator).needs_two_batches:
-        steps = run_two_batch_cell(*setups[arch], config, mode)
+        steps = run_two_batch_cell(setup, initial, config, mode)
     else:
-        steps, _ = run_cell(*setups[arch], config, mode)
-    # the method's effect shows: weights other than 1 unless it is equal weighting, and
-    # coefficients other than 1 unless it is the plain sum
+        steps, _ = run_cell(setup, initial, config, mode)
     weights = [v for s in steps for v in s["weights"].values()]
     if weighting != "equal":
         assert _differs(weights, 1.0), f"'{weighting}' kept every weight at 1: {weights}"

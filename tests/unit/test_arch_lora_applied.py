@@ -8,7 +8,6 @@ only the methods that need no per-task gradients load."""
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from polytask.config.run import config_from_dict
 from polytask.errors import ConfigError
 from polytask.train import Setup, build
 from polytask.weighting import WEIGHTINGS
-from tests.unit.test_applied import MODES, _differs, raw_config, run_cell, run_two_batch_cell
+from tests.unit.test_applied import MODES, assert_applied, raw_config
 from tests.unit.test_applied import files as files  # the module's task files fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -71,17 +70,7 @@ def test_every_method_is_applied_or_refused(
         assert "\n" not in message and f"aggregator '{aggregator}'" in message, message
         assert mode != "all", f"every pair applies with a shared adapter: {message}"
         return
-    if AGGREGATORS.get(aggregator).needs_two_batches:  # MoDo, SDMGrad: a second batch
-        steps = run_two_batch_cell(*lora, configured, mode)
-    else:
-        steps, _ = run_cell(*lora, configured, mode)
-    weights = [v for s in steps for v in s["weights"].values()]
-    if weighting != "equal":
-        assert _differs(weights, 1.0), f"'{weighting}' kept every weight at 1: {weights}"
-    coefficients = [float(v) for s in steps for v in s["combine"]]
-    if aggregator != "sum":
-        assert _differs(coefficients, 1.0), f"'{aggregator}' kept c = 1: {coefficients}"
-    assert all(math.isfinite(v) for v in weights + coefficients)
+    assert_applied(*lora, configured, mode, weighting, aggregator)
 
 
 def test_without_a_shared_adapter_only_gradient_free_methods_load(
