@@ -982,6 +982,49 @@ def leaderboard(name: str) -> Callable[[], str]:
     return render
 
 
+RESOLVE = RESULTS / "resolve_every.json"
+RESOLVE_BOARD = DOCS_RESULTS / "leaderboard-resolve_every.json"
+RESOLVE_COMMAND = (
+    "polytask compare sentiment_transfer --methods nash_mtl --variant "
+    "'nash_mtl-N10:aggregator.name=nash_mtl aggregator.resolve_every=10' --seeds 3 -o DIR"
+)
+
+
+def resolve_every() -> str:
+    """Step time per N (one process, side by side), then the leaderboard of N = 1 vs N = 10."""
+    if not RESOLVE.is_file():
+        return _missing(RESOLVE, "python benchmarks/resolve_every.py", "writes it")
+    data = _load(RESOLVE)
+    lines = [
+        f"Step time, `{data['aggregator']}` on the `{data['config']}` config "
+        f"({data['batch_size_per_task']} rows per task, {data['steps_per_round']} steps per N "
+        f"per round, {data['rounds']} rounds, {data['threads']} thread):",
+        "",
+        "| N | mean step s | vs N = 1 | solve step s (median) | reuse step s (median) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in data["rows"]:
+        reuse = "—" if row["reuse_s"] is None else f"{row['reuse_s']:.3f}"
+        lines.append(
+            f"| {row['resolve_every']} | {row['mean_s']:.3f} | {row['ratio']:.3f}× | "
+            f"{row['solve_s']:.3f} | {reuse} |"
+        )
+    lines += ["", data["note"] + "."]
+    if not RESOLVE_BOARD.is_file():
+        lines += ["", _missing(RESOLVE_BOARD, RESOLVE_COMMAND, "writes leaderboard.json")]
+        return "\n".join(lines)
+    from polytask.experiments.leaderboard_text import markdown
+
+    board = _load(RESOLVE_BOARD)
+    lines += [
+        "",
+        f"Δm on the `sentiment_transfer` scenario, `{RESOLVE_COMMAND}`: {_run_counts(board)}.",
+        "",
+        markdown(board).rstrip("\n"),
+    ]
+    return "\n".join(lines)
+
+
 def _sci(value: float) -> str:
     return "0" if value == 0 else f"{value:+.2e}".replace("-", "−")
 
@@ -1151,6 +1194,11 @@ BLOCKS: dict[str, Block] = {
         for name, command in LEADERBOARDS.items()
     },
     "ner_gap": Block(ner_gap, (RESULTS / "ner_gap.json",), "python benchmarks/ner_gap.py"),
+    "resolve-every": Block(
+        resolve_every,
+        (RESOLVE, RESOLVE_BOARD),
+        "python benchmarks/resolve_every.py and " + RESOLVE_COMMAND + " (leaderboard.json, copied)",
+    ),
     "solver-time": Block(
         solver_time, (RESULTS / "solver_time.json",), "python benchmarks/solver_time.py"
     ),
