@@ -217,7 +217,39 @@ def step_cost() -> str:
                 f"| {T} | {cell['forward']} | {cell['forward+activation_backward']} | "
                 f"{cell['floor_act']} | {cell['floor_exact']} | {exact} |"
             )
-    return "\n".join(lines) + "\n\n" + step_cost_targets()
+    return "\n".join(lines) + "\n\n" + _step_cost_added(rows) + step_cost_targets()
+
+
+def _step_cost_added(rows: list[dict[str, Any]]) -> str:
+    """The methods the table above does not name (added later; multi-input rows only),
+    from their own run (its rounds and load are in the JSON's merge notes)."""
+    added = sorted(
+        {r["method"] for r in rows if r["mode"] == "multi-input" and r["T"] in (4, 8)}
+        - set(METHODS)
+        - {"equal", "sum", "mean"}
+    )
+    if not added:
+        return ""
+    lines = [
+        "Methods added since (multi-input, measured together in one run of 3 rounds on the "
+        "shared, loaded machine, where `sum` itself measured 1.25×: read these against that; "
+        "see [docs/methods.md](docs/methods.md) for papers and cost classes):",
+        "",
+        "| method | impl | T=4 | T=8 | aggregate ms (T=8) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name in added:
+        cells = {r["T"]: r for r in rows if r["method"] == name and r["mode"] == "multi-input"}
+        impl = next(iter(cells.values()))["impl"]
+        ms = cells.get(8, {}).get("aggregate_ms")
+        lines.append(
+            f"| `{name}` | {impl} | "
+            + " | ".join(
+                f"{cells[T]['ratio_vs_equal']:.2f}×" if T in cells else "—" for T in (4, 8)
+            )
+            + f" | {'—' if ms is None else f'{ms:,.2f}'} |"
+        )
+    return "\n".join(lines) + "\n\n"
 
 
 # the issue's targets for the step-cost ratios, checked against the JSON
