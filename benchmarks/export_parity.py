@@ -17,56 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-
-#: run by a fresh ``python -c``: each exported folder with transformers only
-LOAD = r"""
-import json, os, sys
-import torch
-from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                          AutoTokenizer)
-jobs, out = json.load(open(sys.argv[1])), {}
-for task, job in jobs.items():
-    token = job["level"] == "token"
-    auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
-    remote = os.path.isfile(os.path.join(job["dir"], "modeling_polytask.py"))
-    model = auto.from_pretrained(job["dir"], trust_remote_code=remote).eval()
-    tok = AutoTokenizer.from_pretrained(job["dir"])
-    rows, texts = [], job["inputs"]
-    for start in range(0, len(texts), 32):
-        batch = texts[start:start + 32]
-        if token:
-            enc = tok(batch, is_split_into_words=True, truncation=True, padding=True,
-                      return_tensors="pt")
-        elif isinstance(batch[0], list):
-            enc = tok([a for a, _ in batch], [b for _, b in batch], truncation=True,
-                      padding=True, return_tensors="pt")
-        else:
-            enc = tok(batch, truncation=True, padding=True, return_tensors="pt")
-        with torch.no_grad():
-            logits = model(**enc).logits
-        for i in range(len(batch)):
-            if token:
-                first = {}
-                for pos, w in enumerate(enc.word_ids(i)):
-                    if w is not None and w not in first:
-                        first[w] = pos
-                rows.append([logits[i, first[w]].tolist() for w in sorted(first)])
-            else:
-                rows.append(logits[i].tolist())
-    out[task] = {"logits": rows, "class": type(model).__name__, "remote_code": remote,
-                 "problem_type": model.config.problem_type}
-assert "polytask" not in sys.modules
-json.dump(out, open(sys.argv[2], "w"))
-"""
-
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,7 +132,7 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--n", type=int, default=100)
     args = parser.parse_args()
-    from polytask.predict.export import export_task
+    from polytask.predict.export import export_task, load_without_polytask
     from polytask.predict.predictor import Predictor
 
     inputs = task_inputs(args.run, args.n)
@@ -188,16 +143,11 @@ def main() -> None:
             export_task(args.run, task, folder)
             level = "token" if ttype == "tagging" else "sequence"
             jobs[task] = {"dir": str(folder), "inputs": texts, "level": level}
-        (Path(tmp) / "jobs.json").write_text(json.dumps(jobs))
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        env.pop("PYTHONPATH", None)
-        cmd = [sys.executable, "-c", LOAD, str(Path(tmp) / "jobs.json"), f"{tmp}/out.json"]
-        subprocess.run(cmd, check=True, env=env, cwd=tmp)
-        loaded = json.loads((Path(tmp) / "out.json").read_text())
+        loaded = load_without_polytask(jobs, Path(tmp))
     predictor = Predictor(args.run)
     tasks = {}
     for task, (_, texts) in inputs.items():
-        tasks[task] = compare(predictor, task, texts, loaded[task]["logits"])
+        tasks[task] = compare(predictor, task, texts, [r["logits"] for r in loaded[task]["rows"]])
         tasks[task].update({k: loaded[task][k] for k in ("class", "remote_code", "problem_type")})
     result = {
         "command": (

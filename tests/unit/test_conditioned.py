@@ -43,8 +43,6 @@ ARCHS = ["task_embedding", "film"]
 HIDDEN, LAYERS, INTER = 32, 2, 64
 
 
-
-
 def bert(seed: int = 0) -> BertModel:
     torch.manual_seed(seed)
     config = BertConfig(

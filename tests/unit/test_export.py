@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 
 from polytask import checkpoint as ckpt
 from polytask.models import ARCHITECTURES
+from polytask.predict.export import load_without_polytask
 from tests import forked_cli
 from tests.conftest import WORDS
 from tests.unit.serve_model import make_model_folder, specs
@@ -25,53 +24,6 @@ from tests.unit.serve_model import make_model_folder, specs
 pytestmark = pytest.mark.usefixtures("one_thread")
 TASKS = ("sent", "nli", "topics", "reg", "tags")
 TOL = 1e-5
-
-#: run by a fresh `python -c`: loads each folder with transformers only, writes its outputs
-LOAD = r"""
-import json, sys
-import torch
-from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                          AutoTokenizer)
-jobs = json.load(open(sys.argv[1]))
-out = {}
-for task, job in jobs.items():
-    token = job["level"] == "token"
-    auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
-    model, info = auto.from_pretrained(job["dir"], trust_remote_code=job["remote"],
-                                       output_loading_info=True)
-    assert not any(info.values()), info  # every tensor in the file, none missing
-    model.eval()
-    tok = AutoTokenizer.from_pretrained(job["dir"])
-    inputs = job["inputs"]
-    if token:
-        enc = tok(inputs, is_split_into_words=True, truncation=True, padding=True,
-                  return_tensors="pt")
-    elif isinstance(inputs[0], list):
-        enc = tok([a for a, _ in inputs], [b for _, b in inputs], truncation=True,
-                  padding=True, return_tensors="pt")
-    else:
-        enc = tok(inputs, truncation=True, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        logits = model(**enc).logits
-    rows = []
-    for i in range(len(inputs)):
-        if token:  # a word's tag at its first piece; a word cut off: 'O'
-            first = {}
-            for pos, w in enumerate(enc.word_ids(i)):
-                if w is not None and w not in first:
-                    first[w] = pos
-            best = logits[i].argmax(-1).tolist()
-            labels = [model.config.id2label[best[first[w]]] if w in first else "O"
-                      for w in range(len(inputs[i]))]
-            rows.append({"tags": labels,
-                         "logits": [logits[i, first[w]].tolist() for w in sorted(first)]})
-        else:
-            rows.append({"logits": logits[i].tolist()})
-    out[task] = {"rows": rows, "problem_type": model.config.problem_type,
-                 "class": type(model).__name__}
-assert "polytask" not in sys.modules, "the export must load without polytask"
-json.dump(out, open(sys.argv[2], "w"))
-"""
 
 
 def inputs(task: str, n: int = 100, seed: int = 0) -> list[Any]:
@@ -160,20 +112,8 @@ def export_and_load(model: Path, tmp: Path) -> dict[str, Any]:
         remote = (folder / "modeling_polytask.py").is_file()
         assert ("trust_remote_code=True" in result.stdout) == remote
         level = "token" if task == "tags" else "sequence"
-        jobs[task] = {"dir": str(folder), "inputs": inputs(task), "level": level, "remote": remote}
-    (tmp / "jobs.json").write_text(json.dumps(jobs))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    done = subprocess.run(
-        [sys.executable, "-c", LOAD, str(tmp / "jobs.json"), str(tmp / "out.json")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=str(tmp),
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    loaded: dict[str, Any] = json.loads((tmp / "out.json").read_text())
+        jobs[task] = {"dir": str(folder), "inputs": inputs(task), "level": level}
+    loaded: dict[str, Any] = load_without_polytask(jobs, tmp)
     return loaded
 
 

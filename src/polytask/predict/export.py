@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,28 @@ def export_task(run_dir: str | Path, task: str, out: str | Path) -> dict[str, An
         "remote_code": modeling is not None,
         "problem_type": config["problem_type"],
     }
+
+
+def load_without_polytask(jobs: dict[str, Any], workdir: Path, timeout: float = 600) -> Any:
+    """Load exported folders in a fresh interpreter with transformers alone (polytask never
+    imported, hubs offline) and return what they predict: ``jobs`` and the result are as
+    :mod:`polytask.predict.export_load` describes. Raises if the script fails."""
+    script = Path(__file__).with_name("export_load.py")
+    (workdir / "jobs.json").write_text(json.dumps(jobs))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    env.setdefault("OMP_NUM_THREADS", "1")
+    done = subprocess.run(
+        [sys.executable, str(script), str(workdir / "jobs.json"), str(workdir / "out.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(workdir),
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"export_load.py failed:\n{done.stderr}")
+    return json.loads((workdir / "out.json").read_text())
 
 
 def _build(
