@@ -39,6 +39,8 @@ from tests.conftest import base_config
 ROOT = Path(__file__).resolve().parents[2]
 CPU_2PROC = ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"
 TOL = 1e-5
+#: metrics counted from argmax predictions (the rest are continuous in the weights)
+ARGMAX = {"accuracy", "macro_f1", "f1", "precision", "recall", "token_accuracy"}
 STEPS = 8
 TIMEOUT = 300  # seconds per launch: a hung collective fails the test instead of the suite
 
@@ -125,12 +127,17 @@ def test_two_processes_match_one_process(
     assert len(losses_two) == STEPS
     for a, b in zip(losses_one, losses_two, strict=True):
         assert a.keys() == b.keys() and all(abs(a[t] - b[t]) < 1e-4 for t in a)
-    # evaluation gathered from both ranks: every example counted once, same metrics
+    # evaluation gathered from both ranks: every example counted once, same metrics. Mean
+    # losses, correlations and baselines move if an example is dropped or doubled: 1e-4.
+    # This untrained tiny model's argmax predictions sit on ties (losses ≈ ln 3) that a 1e-5
+    # weight difference can flip (seen once: a tag F1 of 0.158998 vs 0.155655); one of the
+    # 32 sentences is 0.031 of accuracy: 0.05.
     for task, splits in alone["tasks"].items():
         for split, metrics in splits.items():
             if isinstance(metrics, dict):
                 for name, value in metrics.items():
-                    assert final["tasks"][task][split][name] == pytest.approx(value, abs=1e-4)
+                    tol = 0.05 if name in ARGMAX else 1e-4
+                    assert final["tasks"][task][split][name] == pytest.approx(value, abs=tol)
     if method == "pcgrad":  # the engine ran: per-task gradients all-reduced, then PCGrad
         records = [r for r in read_records(two / "metrics.jsonl") if r["event"] == "train"]
         assert all(r["grad_method"] == "segments" for r in records)
