@@ -20,13 +20,13 @@ from polytask.config.run import load_config
 from polytask.errors import ConfigError
 from polytask.experiments.leaderboard import (
     Method,
-    interval95,
     leaderboard,
     method_config,
     parse_methods,
     rank,
 )
 from polytask.experiments.leaderboard_text import markdown
+from polytask.experiments.summary import interval95
 from tests.conftest import base_config
 from tests.unit.test_compare import cli, spy_on_training
 
@@ -118,9 +118,13 @@ def test_leaderboard_end_to_end(
     monkeypatch.setattr("polytask.train.save_checkpoint", no_checkpoints)
     args = ["compare", str(config), "-o", str(out), "--seeds", "2", "--quiet"]
     args += ["--methods", "equal,pcgrad", "--variant", "slow:train.lr=1e-4"]
+    args += ["tasks.sent.data.max_train_examples=24"]
     code, stdout, stderr = cli(monkeypatch, capsys, *args)
     assert code == 0, stderr
     board = json.loads((out / "leaderboard.json").read_text())
+    # the command's overrides and the training rows each task used are on record
+    assert board["overrides"] == ["tasks.sent.data.max_train_examples=24"]
+    assert board["train_examples"]["sent"] == 24 and board["train_examples"]["reg"] > 24
     assert board["seeds"] == [7, 8] and board["runs_trained"] == 10 and board["runs_reused"] == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "leaderboard.json", "leaderboard.md", "method-equal", "method-pcgrad", "method-slow",

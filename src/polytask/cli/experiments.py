@@ -87,7 +87,17 @@ def compare(
 
         entries = leaderboard.parse_methods(methods, variant)
         board = leaderboard.leaderboard(
-            config, entries, out, seeds, budget, overwrite, resume, not quiet, config_path, log
+            config,
+            entries,
+            out,
+            seeds,
+            budget,
+            overwrite,
+            resume,
+            not quiet,
+            config_path,
+            log,
+            overrides,
         )
         _print_leaderboard(board, out)
         return

@@ -30,7 +30,7 @@ from polytask.checkpoint import write_json
 from polytask.config.run import RunConfig, config_from_dict
 from polytask.errors import ConfigError
 from polytask.experiments import compare as cmp
-from polytask.experiments.summary import summarize
+from polytask.experiments.summary import interval95, summarize, train_examples
 
 #: a method's run folder below the leaderboard directory
 METHOD_PREFIX = "method-"
@@ -106,19 +106,6 @@ def critical_of(config: RunConfig, method: Method) -> list[str]:
 
 def method_dir(name: str, seed: int) -> str:
     return f"{METHOD_PREFIX}{name}/seed-{seed}"
-
-
-def interval95(values: list[float]) -> dict[str, Any]:
-    """Mean, sample std and the 95 % Student-t interval of the mean (None with one value)."""
-    from scipy.stats import t  # lazy: heavy import
-
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return {"mean": round(mean, 4), "std": None, "ci95": None, "values": values}
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    half = float(t.ppf(0.975, len(values) - 1)) * std / math.sqrt(len(values))
-    ci = [round(mean - half, 4), round(mean + half, 4)]
-    return {"mean": round(mean, 4), "std": round(std, 4), "ci95": ci, "values": values}
 
 
 def step_seconds(finals: list[dict[str, Any]]) -> float:
@@ -249,10 +236,12 @@ def leaderboard(
     show_progress: bool = True,
     source: str = "config",
     log: Callable[[str], None] | None = None,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train every method and the shared baselines per seed into ``out``; rank the methods;
-    write ``leaderboard.json`` and ``leaderboard.md``. Every config is built (and refused
-    with one line) before anything is trained."""
+    write ``leaderboard.json`` and ``leaderboard.md`` (with the ``key=value`` ``overrides``
+    the config was loaded with). Every config is built (and refused with one line) before
+    anything is trained."""
     from polytask.experiments.leaderboard_text import markdown
 
     cmp.check_comparable(config, seeds, budget)
@@ -276,6 +265,8 @@ def leaderboard(
     first = runs.multi[methods[0].name]
     result = {
         "config": source,
+        "overrides": list(overrides or []),
+        "train_examples": train_examples(first[0]),
         "seeds": seed_list,
         "primary_task": config.primary,
         "auxiliary": [t.name for t in config.tasks if t.auxiliary],

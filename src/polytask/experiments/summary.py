@@ -33,6 +33,19 @@ def seed_stats(values: list[float]) -> dict[str, Any]:
     return {"mean": round(mean, 6), "std": std, "values": list(values)}
 
 
+def interval95(values: list[float]) -> dict[str, Any]:
+    """Mean, sample std and the 95 % Student-t interval of the mean (None with one value)."""
+    from scipy.stats import t  # lazy: heavy import
+
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return {"mean": round(mean, 4), "std": None, "ci95": None, "values": values}
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    half = float(t.ppf(0.975, len(values) - 1)) * std / math.sqrt(len(values))
+    ci = [round(mean - half, 4), round(mean + half, 4)]
+    return {"mean": round(mean, 4), "std": round(std, 4), "ci95": ci, "values": values}
+
+
 def relative_change(multi: float, single: float, higher_is_better: bool) -> float | None:
     """``(multi − single) / |single| × 100``, positive when multi-task is better."""
     if single == 0:
@@ -256,3 +269,10 @@ def markdown(summary: dict[str, Any]) -> str:
         f"**verdict: {summary['verdict']['text']}**",
     ]
     return "\n".join(lines) + "\n"
+
+
+def train_examples(final: dict[str, Any]) -> dict[str, int]:
+    """The training rows each task used in a run (its ``final_metrics["data"]``), e.g. a
+    ``max_train_examples`` cap; tasks without the record are left out."""
+    data = final.get("data") or {}
+    return {t: int(s["train"]["used"]) for t, s in data.items() if "train" in s}
