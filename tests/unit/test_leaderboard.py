@@ -77,11 +77,13 @@ def test_interval_and_rank() -> None:
     half = 4.302653 * 1.0 / 3**0.5  # t(0.975, 2) × std / sqrt(3)
     assert three["mean"] == 2.0 and three["std"] == 1.0
     assert three["ci95"] == pytest.approx([2.0 - half, 2.0 + half], abs=1e-4)
-    rows = [
-        {"method": "famo", "delta_m_pct": {"mean": -1.0}, "step_seconds": 0.3},
+    rows = [  # ranked on validation, whatever the test Δm% says
+        {"method": "famo", "delta_m_pct": {"mean": 3.0}, "step_seconds": 0.3},
         {"method": "equal", "delta_m_pct": {"mean": 0.5}, "step_seconds": 0.2},
         {"method": "pcgrad", "delta_m_pct": {"mean": 2.0}, "step_seconds": 0.5},
     ]
+    for row, valid in zip(rows, (-1.0, 0.5, 2.0), strict=True):
+        row["delta_m_pct_validation"] = {"mean": valid}
     ranked = rank(rows)
     assert [(r["method"], r["rank"]) for r in ranked] == [("pcgrad", 1), ("equal", 2), ("famo", 3)]
     assert [r["step_time_ratio"] for r in ranked] == [2.5, 1.0, 1.5]
@@ -131,8 +133,8 @@ def test_leaderboard_end_to_end(
         "single-reg", "single-sent",
     ]  # fmt: skip
     assert [r["rank"] for r in board["methods"]] == [1, 2, 3]
-    means = [r["delta_m_pct"]["mean"] for r in board["methods"]]
-    assert means == sorted(means, reverse=True)
+    means = [r["delta_m_pct_validation"]["mean"] for r in board["methods"]]
+    assert means == sorted(means, reverse=True)  # ranked on validation
     for row in board["methods"]:
         runs = board["runs"]["methods"][row["method"]]
         finals = [json.loads((out / r / "final_metrics.json").read_text()) for r in runs]
@@ -146,6 +148,8 @@ def test_leaderboard_end_to_end(
             metric = cell["metric"]
             assert cell["multi"]["values"] == [f["tasks"][task]["test"][metric] for f in finals]
             assert cell["single"] == board["baselines"][task]["single"]  # shared baselines
+            valid = cell["validation"]["multi"]["values"]
+            assert valid == [f["tasks"][task]["validation"][metric] for f in finals]
         values = row["delta_m_pct"]["values"]
         assert len(values) == 2 and row["delta_m_pct"]["ci95"] is not None
         low, high = row["delta_m_pct"]["ci95"]
@@ -159,6 +163,7 @@ def test_leaderboard_end_to_end(
     assert board["run_seconds"] == pytest.approx(sum(f["train_seconds"] for f in seconds), abs=0.1)
     assert (out / "leaderboard.md").read_text() == markdown(board)
     assert "| single-task baselines |" in stdout and "Δm% [95% CI]" in stdout
+    assert "validation Δm%" in stdout and "rank: by mean validation Δm%" in stdout
 
 
 def _finished(out: Path) -> set[str]:

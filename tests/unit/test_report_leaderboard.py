@@ -82,6 +82,11 @@ def method_row(name: str, seeds: int) -> dict[str, Any]:
             "ci95": None if seeds == 1 else ci,
             "values": values,
         },
+        **(  # two seeds: the rank's validation Δm% is on record; one seed: an older file
+            {}
+            if seeds == 1
+            else {"delta_m_pct_validation": {"mean": mean + 0.25, "std": 1.0, "ci95": None}}
+        ),
         "step_seconds": 0.04 * ratio,
         "verdict": {
             "deploy_multitask": not hurt,
@@ -211,7 +216,9 @@ def expected_cells(row: dict[str, Any]) -> list[str]:
     delta = row["delta_m_pct"]
     ci = delta["ci95"]
     shown = f"{delta['mean']:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
-    cells = [str(row["rank"]), row["method"], shown]
+    valid = row.get("delta_m_pct_validation")
+    cells = [str(row["rank"]), row["method"], "—" if valid is None else f"{valid['mean']:+.2f}"]
+    cells.append(shown)
     for task in TASKS:
         entry = row["tasks"][task]
         multi = entry["multi"]
@@ -238,6 +245,7 @@ def test_leaderboard_section_table_and_plot(run_dir: Path, tmp_path: Path) -> No
         "",
         "single-task baselines",
         "",
+        "",
         "0.6100 ± 0.0200",
         "0.5000 ± 0.0200",
         "",
@@ -248,6 +256,7 @@ def test_leaderboard_section_table_and_plot(run_dir: Path, tmp_path: Path) -> No
     assert "7, 8" in words and "matched: each baseline trains as many steps" in words
     assert "8 trained, 2 reused" in words and "16.6" in words and "41.3" in words
     assert "keep single-task (sent worse)" in words
+    assert "rank: by mean validation Δm%" in words
     assert "rank 1: pcgrad" in words and "(Δm% +4.00 [-8.71, +16.71]): deploy" in words
     [uri] = section["images"]
     assert png_width(uri) == 1000
@@ -282,8 +291,9 @@ def test_one_seed_has_no_interval_and_says_so(run_dir: Path, tmp_path: Path) -> 
     rows = [r for r in section["rows"] if r]
     by_rank = sorted(sample_leaderboard(1)["methods"], key=lambda r: r["rank"])
     assert rows[:-1] == [expected_cells(r) for r in by_rank]
-    assert [r[2] for r in rows[:-1]] == ["+3.00", "+1.50", "-9.00"]  # no [low, high]
-    assert rows[-1][3:5] == ["0.6100", "0.5000"]
+    assert [r[2] for r in rows[:-1]] == ["—", "—", "—"]  # a file from before the record
+    assert [r[3] for r in rows[:-1]] == ["+3.00", "+1.50", "-9.00"]  # no [low, high]
+    assert rows[-1][4:6] == ["0.6100", "0.5000"]
     caption = " ".join(section["captions"])
     assert "one seed" in caption and "no 95 % interval" in caption
     assert png_width(section["images"][0]) == 1000

@@ -9,12 +9,13 @@ its budget is matched (see :mod:`polytask.experiments.compare`) to the first met
 multi-task run of that seed, so the first method should be the reference (``equal``).
 
 Per method (arithmetic in :mod:`polytask.experiments.summary`): each task's primary metric,
-mean ± std over seeds, its Δ% and status against the baselines; Δm% per seed (that seed's
-multi-task run against that seed's baselines), its mean and a 95 % Student-t interval over
-seeds; the rank by mean Δm%; the mean step time (``final_metrics["step_seconds"]`` per step:
-forward, backward and update, no evaluation) relative to ``equal`` (else the first method);
-and the deploy verdict. Runs: ``method-<name>/seed-<s>/`` and ``single-<task>/seed-<s>/``;
-``--resume`` reuses every run that finished with the config it would train.
+mean ± std over seeds, Δ% and status against the baselines; Δm% per seed (that seed's run
+against that seed's baselines), its mean and 95 % Student-t interval, on the reported (test)
+split and on validation; the rank by mean validation Δm% (chosen on validation, never on
+test); the mean step time (``final_metrics["step_seconds"]``: forward, backward, update, no
+evaluation) relative to ``equal`` (else the first method); the deploy verdict. Runs:
+``method-<name>/seed-<s>/``, ``single-<task>/seed-<s>/``; ``--resume`` reuses every run
+that finished with the config it would train.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from polytask.config.run import RunConfig, config_from_dict
 from polytask.errors import ConfigError
 from polytask.experiments import compare as cmp
 from polytask.experiments.summary import interval95, summarize, train_examples
+from polytask.tasks import task_type
 
 #: a method's run folder below the leaderboard directory
 METHOD_PREFIX = "method-"
@@ -120,41 +122,45 @@ def method_row(
     types: dict[str, str],
     critical: list[str],
 ) -> dict[str, Any]:
-    """One method against the shared baselines: per-task rows, Δm% over seeds, verdict."""
+    """One method against the shared baselines: per-task rows (with their validation
+    figures), Δm% over seeds on the reported split and on validation, verdict."""
     summary = summarize(finals, single, types, critical)
-    per_seed = [
-        summarize([f], {t: [runs[i]] for t, runs in single.items()}, types, critical)["delta_m_pct"]
-        for i, f in enumerate(finals)
-    ]
+    valid = summarize(finals, single, types, critical, "validation")
+
+    def per_seed(split: str | None) -> dict[str, Any]:
+        values = [
+            summarize([f], {t: [r[i]] for t, r in single.items()}, types, critical, split)
+            for i, f in enumerate(finals)
+        ]
+        return interval95([v["delta_m_pct"] for v in values if v["delta_m_pct"] is not None])
+
     tasks = {}
     for task, row in summary["tasks"].items():
         sigma = math.sqrt((row["multi"]["std"] or 0) ** 2 + (row["single"]["std"] or 0) ** 2)
         diff = row["multi"]["mean"] - row["single"]["mean"]
-        diff = diff if task_higher_is_better(types[task], row["metric"]) else -diff
+        diff = diff if task_type(types[task]).higher_is_better(row["metric"]) else -diff
         margin = round(diff / sigma, 2) if sigma > 0 else None
-        tasks[task] = {**row, "margin_sigmas": margin}
+        cell = valid["tasks"][task]
+        picked = {k: cell[k] for k in ("single", "multi", "delta_pct", "status")}
+        tasks[task] = {**row, "margin_sigmas": margin, "validation": picked}
     return {
         "method": method.name,
         "overrides": {k: v for k, v in method.overrides},
         "tasks": tasks,
-        "delta_m_pct": interval95([d for d in per_seed if d is not None]),
+        "delta_m_pct": per_seed(None),
+        "delta_m_pct_validation": per_seed("validation"),
         "step_seconds": round(step_seconds(finals), 4),
         "verdict": summary["verdict"],
     }
 
 
-def task_higher_is_better(type_name: str, metric: str) -> bool:
-    from polytask.tasks import task_type
-
-    return task_type(type_name).higher_is_better(metric)
-
-
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows sorted by mean Δm% (best first) with ``rank`` and step time vs the reference."""
+    """Rows sorted by mean validation Δm% (best first: the method is chosen on validation,
+    its test figures are reported) with ``rank`` and step time vs the reference."""
     names = [r["method"] for r in rows]
     reference = "equal" if "equal" in names else names[0]
     ref_time = next(r["step_seconds"] for r in rows if r["method"] == reference)
-    ordered = sorted(rows, key=lambda r: -r["delta_m_pct"]["mean"])
+    ordered = sorted(rows, key=lambda r: -r["delta_m_pct_validation"]["mean"])
     for i, row in enumerate(ordered):
         row["rank"] = i + 1
         row["step_time_vs"] = reference

@@ -4,29 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _stats(entry: dict[str, Any]) -> str:
-    if entry["std"] is None:
-        return f"{entry['mean']:.4f}"
-    return f"{entry['mean']:.4f} ± {entry['std']:.4f}"
-
-
-def _delta_m(entry: dict[str, Any]) -> str:
-    if entry["ci95"] is None:
-        return f"{entry['mean']:+.2f}"
-    low, high = entry["ci95"]
-    return f"{entry['mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
-
-
-def _task_cell(row: dict[str, Any]) -> str:
-    delta = "n/a" if row["delta_pct"] is None else f"{row['delta_pct']:+.2f}%"
-    return f"{_stats(row['multi'])} ({delta}, {row['status']})"
-
-
-def _verdict(row: dict[str, Any]) -> str:
-    if row["verdict"]["deploy_multitask"]:
-        return "deploy multi-task"
-    return "keep single-task (" + ", ".join(row["verdict"]["hurt"]) + " worse)"
+from polytask.report.leaderboard_cells import delta_m as _delta_m
+from polytask.report.leaderboard_cells import ranked_on, validation_delta_m
+from polytask.report.leaderboard_cells import stats as _stats
+from polytask.report.leaderboard_cells import task_cell as _task_cell
+from polytask.report.leaderboard_cells import verdict as _verdict
 
 
 def summed_seconds(result: dict[str, Any]) -> str:
@@ -44,19 +26,22 @@ def markdown(result: dict[str, Any]) -> str:
     primary = result["primary_task"]
     names = [f"{t} (primary)" if t == primary else t for t in tasks]
     lines = [
-        "| rank | method | Δm% [95% CI] | " + " | ".join(names) + " | step time | verdict |",
-        "|---:|---|---:|" + "---:|" * len(tasks) + "---:|---|",
+        "| rank | method | validation Δm% | Δm% [95% CI] | "
+        + " | ".join(names)
+        + " | step time | verdict |",
+        "|---:|---|---:|---:|" + "---:|" * len(tasks) + "---:|---|",
     ]
     for row in result["methods"]:
         cells = " | ".join(_task_cell(row["tasks"][t]) for t in tasks)
         ratio = row["step_time_ratio"]
         time = "n/a" if ratio is None else f"{ratio:.2f}×"
         lines.append(
-            f"| {row['rank']} | {row['method']} | {_delta_m(row['delta_m_pct'])} | {cells} | "
+            f"| {row['rank']} | {row['method']} | {validation_delta_m(row)} | "
+            f"{_delta_m(row['delta_m_pct'])} | {cells} | "
             f"{time} | {_verdict(row)} |"
         )
     baseline = " | ".join(_stats(result["baselines"][t]["single"]) for t in tasks)
-    lines.append(f"| | single-task baselines | | {baseline} | | |")
+    lines.append(f"| | single-task baselines | | | {baseline} | | |")
     seeds = result["seeds"]
     metrics = ", ".join(
         f"{t}: {b['metric']} ({b['split']})" for t, b in result["baselines"].items()
@@ -69,6 +54,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"/ worse beyond sqrt(std_multi² + std_single²)); metrics: {metrics}",
         "Δm%: per seed, the mean over tasks of the mean relative change over each task's "
         "metrics (+ is better); mean over seeds and its 95 % Student-t interval",
+        ranked_on(result),
         f"step time: seconds per training step (no evaluation) relative to {reference}",
         f"budget: {result['budget']['text']}",
         f"runs: {result['runs_trained']} trained, {result['runs_reused']} reused; "

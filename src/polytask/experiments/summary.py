@@ -109,10 +109,12 @@ def task_summary(
     multi: list[dict[str, Any]],
     single: list[dict[str, Any]],
     critical: bool,
+    split: str | None = None,
 ) -> dict[str, Any]:
-    """One task's row: primary metric of both over seeds, Δ%, the task's Δm% and status."""
+    """One task's row: primary metric of both over seeds, Δ%, the task's Δm% and status, on
+    ``split`` (default: the evaluated split)."""
     ttype = task_type(type_name)
-    split = evaluated_split(multi + single, task)
+    split = split or evaluated_split(multi + single, task)
     metric = multi[0]["primary_metric"][task]
     runs = multi + single
     metrics = [
@@ -182,14 +184,17 @@ def summarize(
     single: dict[str, list[dict[str, Any]]],
     types: dict[str, str],
     critical: list[str],
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Per-task rows, Δm%, parameters, train seconds and the verdict of one comparison.
 
     ``multi``: the multi-task runs' ``final_metrics``, one per seed; ``single``: per task the
-    baselines' ``final_metrics`` in the same seed order; ``types``: task → task type name.
+    baselines' ``final_metrics`` in the same seed order; ``types``: task → task type name;
+    ``split``: every task judged on it (default: each task's evaluated split).
     """
     tasks = {
-        t: task_summary(t, types[t], multi, finals, t in critical) for t, finals in single.items()
+        t: task_summary(t, types[t], multi, finals, t in critical, split)
+        for t, finals in single.items()
     }
     per_task = [row["delta_m_pct"] for row in tasks.values() if row["delta_m_pct"] is not None]
     single_params = {t: finals[0]["params"]["total"] for t, finals in single.items()}

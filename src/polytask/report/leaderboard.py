@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from polytask.report.leaderboard_cells import delta_m as _delta_m
+from polytask.report.leaderboard_cells import ranked_on, validation_delta_m, verdict
+from polytask.report.leaderboard_cells import stats as _stats
+from polytask.report.leaderboard_cells import task_cell as _task_cell
 from polytask.report.plots import leaderboard_points
 from polytask.report.sections import Cell, esc, facts, figure, note, table
 
@@ -29,31 +33,6 @@ def shown_run(data: dict[str, Any]) -> tuple[str, str]:
     return relative, f"{relative}: the best-ranked method ({best}), first seed ({seed})"
 
 
-def _stats(entry: dict[str, Any]) -> str:
-    mean, std = float(entry["mean"]), entry.get("std")
-    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {float(std):.4f}"
-
-
-def _delta_m(entry: dict[str, Any]) -> str:
-    mean, ci = float(entry["mean"]), entry.get("ci95")
-    if ci is None:
-        return f"{mean:+.2f}"
-    return f"{mean:+.2f} [{float(ci[0]):+.2f}, {float(ci[1]):+.2f}]"
-
-
-def _task_cell(row: dict[str, Any]) -> str:
-    delta = row.get("delta_pct")
-    shown = "n/a" if delta is None else f"{float(delta):+.2f}%"
-    return f"{_stats(row['multi'])} ({shown}, {row['status']})"
-
-
-def verdict(row: dict[str, Any]) -> str:
-    """``deploy multi-task`` or ``keep single-task (<hurt tasks> worse)``."""
-    if row["verdict"]["deploy_multitask"]:
-        return "deploy multi-task"
-    return "keep single-task (" + ", ".join(str(t) for t in row["verdict"]["hurt"]) + " worse)"
-
-
 def _table(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     tasks = list(data["baselines"])
     primary = data.get("primary_task")
@@ -69,6 +48,7 @@ def _table(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             [
                 int(row["rank"]),
                 row["method"],
+                validation_delta_m(row),
                 _delta_m(row["delta_m_pct"]),
                 *[_task_cell(row["tasks"][t]) for t in tasks],
                 "n/a" if ratio is None else f"{float(ratio):.2f}×",
@@ -76,9 +56,17 @@ def _table(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             ]
         )
     single = [_stats(data["baselines"][t]["single"]) for t in tasks]
-    cells.append(["", "single-task baselines", "", *single, "", ""])
+    cells.append(["", "single-task baselines", "", "", *single, "", ""])
     classes = ["" if r["verdict"]["deploy_multitask"] else "worse" for r in rows]
-    headers = ["rank", "method", "Δm% [95% CI]", *names, f"step time vs {reference}", "verdict"]
+    headers = [
+        "rank",
+        "method",
+        "validation Δm%",
+        "Δm% [95% CI]",
+        *names,
+        f"step time vs {reference}",
+        "verdict",
+    ]
     return table(headers, cells, classes)
 
 
@@ -136,7 +124,9 @@ def leaderboard_body(data: dict[str, Any], shown: str = "") -> str:
         note(
             "A task cell is the multi-task primary metric, mean ± sample std over seeds (Δ% vs "
             "the baseline, status); Δm%: mean over seeds of the per-seed Δm% and its 95 % "
-            "Student-t interval; step time: seconds per training step (no evaluation)."
+            "Student-t interval; step time: seconds per training step (no evaluation); "
+            + ranked_on(data)
+            + "."
         )
     )
     parts.append(_plot(data, rows))
