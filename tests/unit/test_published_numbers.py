@@ -15,6 +15,7 @@ import re
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -262,3 +263,47 @@ def test_the_multitask_step_block_shows_every_run_and_its_targets() -> None:
     assert "multitask over single sum 1.93× (target ≤ 1.1×: **not met**)" in before
     assert "multitask over single sum 1.05× (target ≤ 1.1×: met)" in latest
     assert "| equal weighting (one backward) | 0.40 | 0.50 | 0.80× |" in text
+
+
+def test_a_leaderboard_command_is_read_back_from_its_json() -> None:
+    """The command a block shows is built from what leaderboard.json records, and parses
+    back into the same config overrides and the same methods and variants."""
+    import shlex
+
+    from polytask.cli.common import split_args
+    from polytask.config.overrides import parse_overrides
+    from polytask.experiments.leaderboard import parse_methods
+
+    def pair(weighting: str, aggregator: str) -> dict[str, Any]:
+        return {"weighting": {"name": weighting}, "aggregator": {"name": aggregator}}
+
+    board = {
+        "config": "sentiment_transfer",
+        "overrides": ["train.max_steps=20"],
+        "seeds": [13, 14],
+        "runs": {"methods": {"famo": [], "pcgrad": [], "aux": []}},  # the order given
+        "methods": [
+            {"method": "pcgrad", "overrides": pair("equal", "pcgrad")},  # ranked first
+            {"method": "famo", "overrides": pair("famo", "sum")},
+            {
+                "method": "aux",
+                "overrides": {"tasks.movies.auxiliary": True, "tasks.movies.weight": 0.3},
+            },
+        ],
+    }  # fmt: skip
+    command = tables.board_command(board, "DIR")
+    assert command == (
+        "polytask compare sentiment_transfer train.max_steps=20 --methods famo,pcgrad "
+        "--variant 'aux:tasks.movies.auxiliary=true tasks.movies.weight=0.3' --seeds 2 -o DIR"
+    )
+    words = shlex.split(command)[2:]
+    methods = words[words.index("--methods") + 1]
+    variant = words[words.index("--variant") + 1]
+    config, overrides = split_args(words[: words.index("--methods")])
+    assert (config, overrides) == ("sentiment_transfer", board["overrides"])
+    parsed = parse_methods(methods, [variant])
+    assert [m.name for m in parsed] == ["famo", "pcgrad", "aux"]
+    rows = {row["method"]: row for row in board["methods"]}
+    for method in parsed:
+        assert dict(method.overrides) == rows[method.name]["overrides"]
+    assert dict(parse_overrides(["tasks.movies.weight=0.3"])) == {"tasks.movies.weight": 0.3}
