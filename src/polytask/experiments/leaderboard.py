@@ -31,7 +31,7 @@ from polytask.checkpoint import write_json
 from polytask.config.run import RunConfig, config_from_dict
 from polytask.errors import ConfigError
 from polytask.experiments import compare as cmp
-from polytask.experiments.summary import interval95, summarize, train_examples
+from polytask.experiments.summary import interval95, step_seconds, summarize, train_examples
 from polytask.tasks import task_type
 
 #: a method's run folder below the leaderboard directory
@@ -108,11 +108,6 @@ def critical_of(config: RunConfig, method: Method) -> list[str]:
 
 def method_dir(name: str, seed: int) -> str:
     return f"{METHOD_PREFIX}{name}/seed-{seed}"
-
-
-def step_seconds(finals: list[dict[str, Any]]) -> float:
-    """Mean seconds per training step over the runs (evaluation not counted)."""
-    return sum(f["step_seconds"] / max(1, f["steps"]) for f in finals) / len(finals)
 
 
 def method_row(
@@ -231,6 +226,19 @@ def _train_all(
                 )
 
 
+def _build_all(config: RunConfig, methods: list[Method]) -> list[str]:
+    """Build every method's and baseline's config (a refusal is one line, before anything
+    trains); returns the served tasks."""
+    tasks = cmp.served_tasks(config)
+    for method in methods:
+        method_config(config, method, config.seed)
+    for task in tasks:
+        cmp.baseline_config(
+            config, task, config.seed, config.train.max_steps, config.train.eval_every
+        )
+    return tasks
+
+
 def leaderboard(
     config: RunConfig,
     methods: list[Method],
@@ -251,12 +259,8 @@ def leaderboard(
     from polytask.experiments.leaderboard_text import markdown
 
     cmp.check_comparable(config, seeds, budget)
-    tasks, tc = cmp.served_tasks(config), config.train
+    tasks = _build_all(config, methods)
     seed_list = [config.seed + i for i in range(seeds)]
-    for method in methods:
-        method_config(config, method, config.seed)
-    for task in tasks:
-        cmp.baseline_config(config, task, config.seed, tc.max_steps, tc.eval_every)
     folder = Path(out)
     cmp.prepare_folder(folder, overwrite, resume)
     started = time.perf_counter()

@@ -281,3 +281,8 @@ def train_examples(final: dict[str, Any]) -> dict[str, int]:
     ``max_train_examples`` cap; tasks without the record are left out."""
     data = final.get("data") or {}
     return {t: int(s["train"]["used"]) for t, s in data.items() if "train" in s}
+
+
+def step_seconds(finals: list[dict[str, Any]]) -> float:
+    """Mean seconds per training step over the runs (evaluation not counted)."""
+    return sum(f["step_seconds"] / max(1, f["steps"]) for f in finals) / len(finals)
