@@ -1063,6 +1063,8 @@ def _gain(cell: dict[str, Any]) -> str:
 
 def sharing_vs_labels() -> str:
     """equal vs the single-task model on the primary task, one leaderboard per label count."""
+    from polytask.report.leaderboard_cells import stats as _stat
+
     files = sorted(DOCS_RESULTS.glob(LABELS))
     if not files:
         return _missing(DOCS_RESULTS / LABELS, LABELS_COMMAND, "writes leaderboard.json")
@@ -1083,8 +1085,7 @@ def sharing_vs_labels() -> str:
         lines.append(
             f"| {board['train_examples'][primary]} | {_stat(cell['single'])} | "
             f"{_stat(cell['multi'])} | {_gain(cell)} | {_stat(valid['single'])} | "
-            f"{_stat(valid['multi'])} | {valid['delta_pct']:+.2f}% ({_margin(valid)}, "
-            f"{valid['status']}) |"
+            f"{_stat(valid['multi'])} | {_gain(valid)} |"
         )
     first = boards[0]
     others = ", ".join(f"{t}: {n}" for t, n in first["train_examples"].items() if t != primary)
@@ -1099,18 +1100,6 @@ def sharing_vs_labels() -> str:
         + ".",
     ]
     return "\n".join(lines)
-
-
-def _margin(cell: dict[str, Any]) -> str:
-    """(multi − single) in units of sqrt(std_multi² + std_single²), signed like Δ%."""
-    multi, single = cell["multi"], cell["single"]
-    sigma = (multi["std"] ** 2 + single["std"] ** 2) ** 0.5
-    diff = abs(multi["mean"] - single["mean"]) * (1 if cell["delta_pct"] >= 0 else -1)
-    return f"{diff / sigma:+.2f}σ"
-
-
-def _stat(entry: dict[str, Any]) -> str:
-    return f"{entry['mean']:.4f} ± {entry['std']:.4f}"
 
 
 RESOLVE = RESULTS / "resolve_every.json"

@@ -16,7 +16,14 @@ import yaml
 from polytask.config.run import RunConfig, config_from_dict, load_config
 from polytask.errors import ConfigError, PolytaskError
 from polytask.experiments.compare import baseline_config, compare, matched_eval_every
-from polytask.experiments.summary import markdown, relative_change, seed_stats, status, summarize
+from polytask.experiments.summary import (
+    margin_sigmas,
+    markdown,
+    relative_change,
+    seed_stats,
+    status,
+    summarize,
+)
 from polytask.tasks import task_type
 from tests.conftest import base_config
 
@@ -411,3 +418,12 @@ def test_resume_reuses_finished_runs_and_trains_the_rest(
         compare(config, out, show_progress=False, resume=True, overwrite=True)
     with pytest.raises(PolytaskError, match="pass --resume to reuse its finished runs"):
         compare(config, out, show_progress=False)
+
+
+def test_margin_in_noise_units_is_oriented() -> None:
+    """(multi − single) / sqrt(std_m² + std_s²), + when multi-task is better; None without
+    a std (one seed)."""
+    multi, single = {"mean": 0.8, "std": 0.03}, {"mean": 0.7, "std": 0.04}
+    assert margin_sigmas(multi, single, True) == 2.0
+    assert margin_sigmas(multi, single, False) == -2.0  # e.g. an RMSE that grew
+    assert margin_sigmas({"mean": 0.8, "std": None}, {"mean": 0.7, "std": None}, True) is None

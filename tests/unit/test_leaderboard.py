@@ -150,6 +150,7 @@ def test_leaderboard_end_to_end(
             assert cell["single"] == board["baselines"][task]["single"]  # shared baselines
             valid = cell["validation"]["multi"]["values"]
             assert valid == [f["tasks"][task]["validation"][metric] for f in finals]
+            assert set(cell["validation"]) >= {"single", "status", "margin_sigmas"}
         values = row["delta_m_pct"]["values"]
         assert len(values) == 2 and row["delta_m_pct"]["ci95"] is not None
         low, high = row["delta_m_pct"]["ci95"]

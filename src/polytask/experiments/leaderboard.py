@@ -20,7 +20,6 @@ that finished with the config it would train.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from polytask.config.run import RunConfig, config_from_dict
 from polytask.errors import ConfigError
 from polytask.experiments import compare as cmp
 from polytask.experiments.summary import interval95, step_seconds, summarize, train_examples
-from polytask.tasks import task_type
 
 #: a method's run folder below the leaderboard directory
 METHOD_PREFIX = "method-"
@@ -129,15 +127,11 @@ def method_row(
         ]
         return interval95([v["delta_m_pct"] for v in values if v["delta_m_pct"] is not None])
 
-    tasks = {}
-    for task, row in summary["tasks"].items():
-        sigma = math.sqrt((row["multi"]["std"] or 0) ** 2 + (row["single"]["std"] or 0) ** 2)
-        diff = row["multi"]["mean"] - row["single"]["mean"]
-        diff = diff if task_type(types[task]).higher_is_better(row["metric"]) else -diff
-        margin = round(diff / sigma, 2) if sigma > 0 else None
-        cell = valid["tasks"][task]
-        picked = {k: cell[k] for k in ("single", "multi", "delta_pct", "status")}
-        tasks[task] = {**row, "margin_sigmas": margin, "validation": picked}
+    shown = ("single", "multi", "delta_pct", "status", "margin_sigmas")
+    tasks = {
+        task: {**row, "validation": {k: valid["tasks"][task][k] for k in shown}}
+        for task, row in summary["tasks"].items()
+    }
     return {
         "method": method.name,
         "overrides": {k: v for k, v in method.overrides},

@@ -71,6 +71,13 @@ def status(multi: dict[str, Any], single: dict[str, Any], higher_is_better: bool
     return "matches" if diff >= -tolerance else "worse"
 
 
+def margin_sigmas(multi: dict[str, Any], single: dict[str, Any], higher_is_better: bool) -> Any:
+    """The oriented difference of means in units of :func:`noise` (None without noise)."""
+    diff = multi["mean"] - single["mean"]
+    sigma = noise(multi, single)
+    return round((diff if higher_is_better else -diff) / sigma, 2) if sigma > 0 else None
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -141,6 +148,9 @@ def task_summary(
         "multi": stats["multi"][metric],
         "delta_pct": _round(deltas[metric]),
         "status": status(
+            stats["multi"][metric], stats["single"][metric], ttype.higher_is_better(metric)
+        ),
+        "margin_sigmas": margin_sigmas(
             stats["multi"][metric], stats["single"][metric], ttype.higher_is_better(metric)
         ),
         "delta_m_pct": _round(_mean(defined)),
